@@ -1,0 +1,167 @@
+"""The one document type every stage speaks: Parquet schemas, ids and shard I/O.
+
+Stages talk to each other only through these datasets. A document dataset is a folder of
+`part-NNNNN.parquet` shards with DOCUMENT_SCHEMA; documents a stage removes go to a sibling
+`removed/` folder with REMOVED_SCHEMA (the same columns plus why it was removed), so no stage
+ever loses a document silently. Both load as-is with
+`datasets.load_dataset("parquet", data_files=".../part-*.parquet")`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),  # doc_id(url): stable across re-crawls
+        pa.field("url", pa.string()),
+        pa.field("domain", pa.string()),
+        pa.field("title", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("language", pa.string()),  # ISO 639-1 code from py3langid
+        pa.field("language_score", pa.float32()),  # probability of `language`, 0..1
+        pa.field("fetched_at", pa.timestamp("s", tz="UTC")),
+        pa.field("source_warc", pa.string()),  # WARC file the page came from
+        pa.field("source_offset", pa.int64()),  # byte offset of its response record
+    ]
+)
+
+REMOVED_SCHEMA = DOCUMENT_SCHEMA.append(pa.field("reason", pa.string(), nullable=False))
+REMOVED_SCHEMA = REMOVED_SCHEMA.append(pa.field("stage", pa.string()))
+# Dedup only: the id of the document kept in its place and the cluster both belong to.
+REMOVED_SCHEMA = REMOVED_SCHEMA.append(pa.field("duplicate_of", pa.string()))
+REMOVED_SCHEMA = REMOVED_SCHEMA.append(pa.field("cluster_id", pa.string()))
+
+DOCUMENT_COLUMNS = DOCUMENT_SCHEMA.names
+SHARD_GLOB = "part-*.parquet"
+
+
+class DataError(Exception):
+    """Bad input (missing, unreadable or corrupt file, bad value): one line naming the culprit."""
+
+
+def doc_id(url: str) -> str:
+    """Stable document id: the first 16 hex digits of sha256(url).
+
+    Keyed on the URL alone so the same page keeps its id across crawls (incremental dedup,
+    train/val split by id hash both rely on that).
+    """
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def list_shards(folder: Path | str) -> list[Path]:
+    """The shards of a dataset folder, in name order; a clear error if there are none."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise DataError(f"{folder}: no such file or directory")
+    if folder.is_file():
+        return [folder]
+    shards = sorted(folder.glob(SHARD_GLOB))
+    if not shards:
+        raise DataError(f"{folder}: no {SHARD_GLOB} files in this folder")
+    return shards
+
+
+def read_table(path: Path | str, columns: list[str] | None = None) -> pa.Table:
+    """Read one Parquet file, turning pyarrow's errors into one line naming the file."""
+    try:
+        return pq.read_table(path, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def iter_batches(
+    path: Path | str, batch_size: int = 1024, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream a Parquet file in record batches so big shards never sit whole in memory."""
+    try:
+        parquet = pq.ParquetFile(path)
+        yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def iter_documents(path: Path | str, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
+    """Documents of one shard as dicts with DOCUMENT_SCHEMA's keys."""
+    for batch in iter_batches(path, batch_size, columns=DOCUMENT_COLUMNS):
+        yield from batch.to_pylist()
+
+
+def atomic_write_table(table: pa.Table, path: Path | str, **kwargs: Any) -> None:
+    """Write a Parquet file to a temp name beside it, then rename: never half-visible."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, tmp, **kwargs)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class ShardWriter:
+    """Collects rows for one output shard and writes it atomically on close.
+
+    Rows are buffered in memory: shards are sized so one fits comfortably (a few hundred MB at
+    most), which keeps the write a single atomic rename.
+    """
+
+    def __init__(self, path: Path | str, schema: pa.Schema):
+        self.path = Path(path)
+        self.schema = schema
+        self._batches: list[pa.RecordBatch] = []
+        self._pending: list[dict[str, Any]] = []
+        self.rows = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._pending.append(row)
+        self.rows += 1
+        if len(self._pending) >= 1024:
+            self._flush()
+
+    def write_many(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            self.write(row)
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._batches.append(pa.RecordBatch.from_pylist(self._pending, schema=self.schema))
+            self._pending = []
+
+    def close(self) -> None:
+        """Write the shard (an empty one too, so every input shard has its output)."""
+        self._flush()
+        table = pa.Table.from_batches(self._batches, schema=self.schema)
+        atomic_write_table(table, self.path)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+
+
+def removed_row(
+    doc: dict[str, Any],
+    reason: str,
+    stage: str,
+    duplicate_of: str | None = None,
+    cluster_id: str | None = None,
+) -> dict[str, Any]:
+    """A removed-dataset row: the document as it was plus why and where it was dropped."""
+    row = {name: doc.get(name) for name in DOCUMENT_COLUMNS}
+    row.update(reason=reason, stage=stage, duplicate_of=duplicate_of, cluster_id=cluster_id)
+    return row

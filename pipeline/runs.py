@@ -1,0 +1,125 @@
+"""Run records: `<root>/runs/<run_id>/run.json` says what a pipeline run used and produced.
+
+A run record holds the resolved config, the git commit of the code, and every dataset version
+the run used (reused) or produced, so any model can be traced back to its data.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.documents import DataError
+from pipeline.storage import Storage, read_json, write_json_atomic
+
+RUN_FILE = "run.json"
+
+
+def new_run_id() -> str:
+    """Sortable by time, unique without coordination: 20261122-001500-3fa2c1."""
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def git_commit(repo: Path | None = None) -> str | None:
+    repo = repo or Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+class RunRecord:
+    """A run.json being filled in as stages finish; every save is atomic."""
+
+    def __init__(self, storage: Storage, run_id: str, data: dict[str, Any]):
+        self.storage = storage
+        self.run_id = run_id
+        self.data = data
+
+    @property
+    def path(self) -> Path:
+        return self.storage.run_dir(self.run_id) / RUN_FILE
+
+    @property
+    def dir(self) -> Path:
+        return self.storage.run_dir(self.run_id)
+
+    @classmethod
+    def create(
+        cls,
+        storage: Storage,
+        config: dict[str, Any],
+        run_id: str | None = None,
+        kind: str = "pipeline",
+    ) -> RunRecord:
+        run_id = run_id or new_run_id()
+        data = {
+            "run_id": run_id,
+            "kind": kind,
+            "status": "running",
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "finished_at": None,
+            "git_commit": git_commit(),
+            "config": config,
+            "versions": {},
+            "artifacts": {},
+            "prefect": {},
+            "error": None,
+        }
+        record = cls(storage, run_id, data)
+        record.save()
+        return record
+
+    @classmethod
+    def load(cls, storage: Storage, run_id: str) -> RunRecord:
+        path = storage.run_dir(run_id) / RUN_FILE
+        if not path.is_file():
+            raise DataError(f"run '{run_id}' not found under {storage.runs_dir}")
+        return cls(storage, run_id, read_json(path))
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+    def add_version(self, summary: dict[str, Any]) -> None:
+        self.data["versions"][summary["stage"]] = summary
+        self.save()
+
+    def add_artifacts(self, artifacts: dict[str, str]) -> None:
+        self.data["artifacts"].update(artifacts)
+        self.save()
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        self.data["status"] = status
+        self.data["error"] = error
+        self.data["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        self.save()
+
+
+def list_runs(storage: Storage) -> list[dict[str, Any]]:
+    """All run records, newest first; unreadable ones are reported, not hidden."""
+    if not storage.runs_dir.is_dir():
+        return []
+    runs = []
+    for path in sorted(storage.runs_dir.glob(f"*/{RUN_FILE}"), reverse=True):
+        try:
+            runs.append(read_json(path))
+        except DataError as exc:
+            runs.append({"run_id": path.parent.name, "status": "unreadable", "error": str(exc)})
+    return runs

@@ -1,0 +1,91 @@
+"""The small interface every stage shares: results with counts, and a parallel-map hook.
+
+A stage is a plain function `run(config, inputs, out_dir, pmap) -> StageResult`. Per-shard
+work goes through `pmap(fn, items, name)`, which the caller supplies: `serial_map` in a REPL
+or test, a process pool locally, mapped Prefect tasks in `flows/` (one task per shard), or a
+Dask cluster. `fn` must be a picklable module-level function taking one item.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class ShardResult:
+    """What one unit of per-shard work did: counts in and out, drops per reason."""
+
+    shard: str
+    docs_in: int = 0
+    docs_out: int = 0
+    drops: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # stage-specific counters (tokens, ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StageResult:
+    """What a whole stage did; becomes the counts part of the version's manifest.json."""
+
+    docs_in: int
+    docs_out: int
+    drops: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    shards: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_shards(
+        cls, results: Sequence[ShardResult], extra: dict[str, Any] | None = None
+    ) -> StageResult:
+        drops: Counter[str] = Counter()
+        for result in results:
+            drops.update(result.drops)
+        return cls(
+            docs_in=sum(r.docs_in for r in results),
+            docs_out=sum(r.docs_out for r in results),
+            drops=dict(sorted(drops.items())),
+            extra=extra or {},
+            shards=[r.to_dict() for r in results],
+        )
+
+
+class EmptyStageError(Exception):
+    """A stage kept no documents: the flow fails naming the stage and why documents went."""
+
+    def __init__(self, stage: str, drops: dict[str, int]):
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(drops.items(), key=lambda kv: -kv[1]))
+        super().__init__(f"stage '{stage}' kept 0 documents (drops: {reasons or 'none'})")
+        self.stage = stage
+        self.drops = drops
+
+
+class ParallelMap(Protocol):
+    def __call__(self, fn: Callable[[T], R], items: Sequence[T], name: str = ...) -> list[R]: ...
+
+
+def serial_map(fn: Callable[[T], R], items: Sequence[T], name: str = "") -> list[R]:
+    """Run each item in this process: REPLs, tests, debugging."""
+    return [fn(item) for item in items]
+
+
+def process_map(workers: int | None = None) -> ParallelMap:
+    """A ParallelMap over a local process pool: CPU-bound shards run outside the GIL."""
+    workers = workers or os.cpu_count() or 1
+
+    def pmap(fn: Callable[[T], R], items: Sequence[T], name: str = "") -> list[R]:
+        if workers <= 1 or len(items) <= 1:
+            return serial_map(fn, items, name)
+        with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
+            return list(pool.map(fn, items))
+
+    return pmap

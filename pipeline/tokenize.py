@@ -1,0 +1,273 @@
+"""Tokenize stage: documents in, GPT-2 token shards split into train and val out.
+
+Each document becomes one row `(id, tokens, num_tokens)` whose tokens end with `<|endoftext|>`,
+so a loader can concatenate rows and still see document boundaries (as nanoGPT's
+`prepare.py` does). Input shard i becomes `train/part-i.parquet` and `val/part-i.parquet`.
+
+A document goes to val iff `int(sha256(id)[:8], 16) / 2**32 < val_fraction`: the choice depends
+on the id alone, so it is the same whatever the shard layout, order or neighbours, and a page
+re-crawled later lands on the same side (no train/val leakage across versions). Tiny datasets
+still get both sides: with >= 2 documents, if none hashed into val the one with the smallest
+hash moves to val, and if none stayed in train the one with the largest hash moves to train.
+
+    from pipeline.tokenize import TokenizeConfig, run
+    run(TokenizeConfig(), Path("dedup/data"), Path("tokens"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import tiktoken
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.documents import DataError, iter_batches, list_shards
+from pipeline.stage import EmptyStageError, ParallelMap, ShardResult, StageResult, serial_map
+
+STAGE = "tokenize"
+SPLITS = ("train", "val")
+
+
+class TokenizeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    encoding: str = "gpt2"  # tiktoken name; gpt2 = 50,257 tokens, <|endoftext|> = 50256
+    val_fraction: float = Field(0.05, ge=0.0, lt=1.0)  # share of documents (by id hash) in val
+    batch_size: int = Field(256, ge=1)  # documents per encode_ordinary_batch call
+    threads: int = Field(2, ge=1)  # REFERENCE.md: 2 threads ~19 MB/s of text on this machine
+    # ~2 MiB of uint16 per Parquet row group: bounds writer memory, lets loaders read in pieces.
+    row_group_tokens: int = Field(1 << 20, ge=1)
+
+
+def get_encoding(name: str) -> tiktoken.Encoding:
+    """A tiktoken encoding, or one DataError line saying why it cannot be loaded.
+
+    tiktoken downloads BPE files on first use and fails with requests/urllib/ssl errors
+    offline; users need to be told to point TIKTOKEN_CACHE_DIR at a folder holding them.
+    """
+    known = tiktoken.list_encoding_names()
+    if name not in known:
+        raise DataError(f"unknown tiktoken encoding '{name}' (known: {', '.join(sorted(known))})")
+    try:
+        return tiktoken.get_encoding(name)
+    except (OSError, ImportError) as exc:  # requests/urllib3/ssl errors are all OSErrors
+        cache = os.environ.get("TIKTOKEN_CACHE_DIR", "unset")
+        raise DataError(
+            f"tiktoken could not load '{name}' BPE files (offline?): set TIKTOKEN_CACHE_DIR "
+            f"to a folder holding them (now {cache}; {type(exc).__name__})"
+        ) from None
+    except ValueError as exc:  # hash mismatch: a corrupt cached or downloaded file
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"tiktoken '{name}' BPE files are unusable: {first_line}") from None
+
+
+def token_dtype(n_vocab: int) -> pa.DataType:
+    """uint16 holds every GPT-2 id (half the bytes of int32); bigger vocabularies need uint32."""
+    return pa.uint16() if n_vocab <= 1 << 16 else pa.uint32()
+
+
+def token_schema(dtype: pa.DataType) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("tokens", pa.list_(dtype), nullable=False),  # ends with the EOT token
+            pa.field("num_tokens", pa.int32(), nullable=False),  # len(tokens), EOT included
+        ]
+    )
+
+
+def decode_tokens(encoding_name: str, tokens: Sequence[int] | np.ndarray) -> str:
+    """Text of a token sequence (EOT shows as `<|endoftext|>`); for checks and samples."""
+    return get_encoding(encoding_name).decode([int(t) for t in tokens])
+
+
+def val_score(doc_id: str) -> float:
+    """The id's position in [0, 1): documents below val_fraction go to val."""
+    return int(hashlib.sha256(doc_id.encode("utf-8")).hexdigest()[:8], 16) / 2**32
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """The hash rule plus at most one document moved each way so both sides are non-empty."""
+
+    val_fraction: float
+    force_val: str | None = None
+    force_train: str | None = None
+
+    def is_val(self, doc_id: str) -> bool:
+        if doc_id == self.force_val:
+            return True
+        if doc_id == self.force_train:
+            return False
+        return val_score(doc_id) < self.val_fraction
+
+
+def plan_split(shards: Sequence[Path], val_fraction: float) -> SplitPlan:
+    """One pass over the id columns; stops as soon as both sides have a document."""
+    if val_fraction <= 0:
+        return SplitPlan(val_fraction)
+    docs, any_val, any_train = 0, False, False
+    lowest: tuple[float, str] | None = None
+    highest: tuple[float, str] | None = None
+    for shard in shards:
+        for batch in iter_batches(shard, columns=["id"]):
+            for doc_id in batch.column(0).to_pylist():
+                if doc_id is None:
+                    raise DataError(f"{shard}: a document has a null id")
+                key = (val_score(doc_id), doc_id)
+                lowest = key if lowest is None else min(lowest, key)
+                highest = key if highest is None else max(highest, key)
+                any_val |= key[0] < val_fraction
+                any_train |= key[0] >= val_fraction
+                docs += 1
+            if any_val and any_train:
+                return SplitPlan(val_fraction)
+    if docs < 2:
+        return SplitPlan(val_fraction)
+    return SplitPlan(
+        val_fraction,
+        force_val=None if any_val else lowest[1],
+        force_train=None if any_train else highest[1],
+    )
+
+
+class _TokenShardWriter:
+    """Writes one token shard row group by row group to a temp name, renamed on close."""
+
+    def __init__(self, path: Path, schema: pa.Schema, row_group_tokens: int):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        self.schema = schema
+        self.row_group_tokens = row_group_tokens
+        self.writer = pq.ParquetWriter(self.tmp, schema)
+        wide = schema.field("tokens").type.value_type == pa.uint32()
+        self.np_dtype = np.uint32 if wide else np.uint16  # not to_pandas_dtype: imports pandas
+        self.pending: list[pa.RecordBatch] = []
+        self.pending_tokens = 0
+
+    def write(self, ids: list[str], token_lists: list[list[int]], eot: int) -> None:
+        if not ids:
+            return
+        lengths = np.fromiter((len(t) + 1 for t in token_lists), np.int32, len(token_lists))
+        offsets = np.zeros(len(ids) + 1, np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.empty(int(offsets[-1]), self.np_dtype)
+        for start, tokens in zip(offsets[:-1], token_lists, strict=True):
+            flat[start : start + len(tokens)] = tokens
+            flat[start + len(tokens)] = eot
+        batch = pa.RecordBatch.from_arrays(
+            [
+                pa.array(ids, pa.string()),
+                pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat)),
+                pa.array(lengths),
+            ],
+            schema=self.schema,
+        )
+        self.pending.append(batch)
+        self.pending_tokens += len(flat)
+        if self.pending_tokens >= self.row_group_tokens:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            table = pa.Table.from_batches(self.pending, schema=self.schema)
+            self.writer.write_table(table, row_group_size=table.num_rows)
+            self.pending, self.pending_tokens = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class TokenizeTask:
+    """One input shard's work, small and picklable for any ParallelMap."""
+
+    input_path: Path
+    out_dir: Path
+    config: TokenizeConfig
+    plan: SplitPlan
+
+
+def tokenize_shard(task: TokenizeTask) -> ShardResult:
+    """Tokenize one document shard into its train and val token shards."""
+    config, path = task.config, task.input_path
+    enc = get_encoding(config.encoding)
+    schema = token_schema(token_dtype(enc.n_vocab))
+    writers = {
+        split: _TokenShardWriter(task.out_dir / split / path.name, schema, config.row_group_tokens)
+        for split in SPLITS
+    }
+    counts = {f"{kind}_{split}": 0 for kind in ("docs", "tokens") for split in SPLITS}
+    counts.update(text_bytes=0, text_bytes_val=0)
+    try:
+        for batch in iter_batches(path, config.batch_size, columns=["id", "text"]):
+            ids, texts = batch.column("id").to_pylist(), batch.column("text").to_pylist()
+            if batch.column("text").null_count or batch.column("id").null_count:
+                bad = next(i for i, t in zip(ids, texts, strict=True) if t is None or i is None)
+                raise DataError(f"{path}: document {bad} has a null id or text")
+            token_lists = enc.encode_ordinary_batch(texts, num_threads=config.threads)
+            to_val = [task.plan.is_val(doc_id) for doc_id in ids]
+            nbytes = pc.binary_length(batch.column("text")).to_numpy()
+            counts["text_bytes"] += int(nbytes.sum())
+            counts["text_bytes_val"] += int(nbytes[np.array(to_val, bool)].sum())
+            for split, want_val in zip(SPLITS, (False, True), strict=True):
+                keep = [i for i, v in enumerate(to_val) if v == want_val]
+                side = [token_lists[i] for i in keep]
+                writers[split].write([ids[i] for i in keep], side, enc.eot_token)
+                counts[f"docs_{split}"] += len(side)
+                counts[f"tokens_{split}"] += sum(len(t) + 1 for t in side)
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    for writer in writers.values():
+        writer.close()
+    docs = counts["docs_train"] + counts["docs_val"]
+    return ShardResult(shard=path.name, docs_in=docs, docs_out=docs, extra=counts)
+
+
+def input_shards(input_dir: Path) -> list[Path]:
+    """The shards of a document stage's output folder (its `data/`) or of a shard folder."""
+    input_dir = Path(input_dir)
+    data = input_dir / "data"
+    return list_shards(data if data.is_dir() else input_dir)
+
+
+def run(
+    config: TokenizeConfig, input_dir: Path, out_dir: Path, pmap: ParallelMap = serial_map
+) -> StageResult:
+    """Tokenize every shard of `input_dir` into `out_dir/{train,val}/part-NNNNN.parquet`."""
+    enc = get_encoding(config.encoding)  # fail here, once, before any worker starts
+    shards = input_shards(input_dir)
+    plan = plan_split(shards, config.val_fraction)
+    tasks = [TokenizeTask(shard, Path(out_dir), config, plan) for shard in shards]
+    results = pmap(tokenize_shard, tasks, STAGE)
+    totals = {key: sum(r.extra[key] for r in results) for key in results[0].extra}
+    if totals["docs_train"] + totals["docs_val"] == 0:
+        raise EmptyStageError(STAGE, {})
+    extra = {
+        "tokenizer": config.encoding,
+        "vocab_size": enc.n_vocab,
+        "eot_token": enc.eot_token,
+        "dtype": str(token_dtype(enc.n_vocab)),
+        **totals,
+        "force_val": plan.force_val,
+        "force_train": plan.force_train,
+    }
+    return StageResult.from_shards(results, extra=extra)
