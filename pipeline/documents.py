@@ -28,7 +28,7 @@ DOCUMENT_SCHEMA = pa.schema(
         pa.field("text", pa.string()),
         pa.field("language", pa.string()),  # ISO 639-1 code from py3langid
         pa.field("language_score", pa.float32()),  # probability of `language`, 0..1
-        pa.field("fetched_at", pa.timestamp("s", tz="UTC")),
+        pa.field("fetched_at", pa.timestamp("ms", tz="UTC")),  # Parquet has no seconds unit
         pa.field("source_warc", pa.string()),  # WARC file the page came from
         pa.field("source_offset", pa.int64()),  # byte offset of its response record
     ]

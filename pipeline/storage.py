@@ -133,6 +133,10 @@ class Storage:
     def manifest(self, stage: str, version_id: str) -> dict[str, Any]:
         return read_json(self.version_dir(stage, version_id) / MANIFEST)
 
+    def work_dir(self, stage: str, version_id: str) -> Path:
+        """A stable in-progress folder for long work (training) that may resume after a stop."""
+        return self.tmp_dir / f"{stage}-{version_id}"
+
     def new_tmp_dir(self, stage: str) -> Path:
         path = self.tmp_dir / f"{stage}-{uuid.uuid4().hex[:12]}"
         path.mkdir(parents=True)
@@ -212,17 +216,20 @@ def build_version(
     plan: VersionPlan,
     compute: Callable[[Path], StageResult],
     replace: bool = False,
+    work_dir: Path | None = None,
 ) -> Version:
     """Return the version for `plan`, computing it into a temp dir and renaming it into place.
 
     The rename is the commit: a reader sees either no directory or a complete one with its
     manifest. If another process committed the same version first, its copy wins and ours is
-    discarded (same inputs, same output).
+    discarded (same inputs, same output). A `work_dir` (training) survives a failure so the
+    work can resume there; the default temp dir does not.
     """
     existing = find_version(storage, plan)
     if existing is not None and not replace:
         return existing
-    tmp = storage.new_tmp_dir(plan.stage)
+    tmp = work_dir or storage.new_tmp_dir(plan.stage)
+    tmp.mkdir(parents=True, exist_ok=True)
     replaced: Path | None = None
     started = time.time()
     try:
@@ -261,6 +268,6 @@ def build_version(
             return load_version(storage, plan.stage, plan.version_id)
         return Version(plan.stage, plan.version_id, final, manifest, False)
     finally:
-        for leftover in (tmp, replaced):
+        for leftover in (None if work_dir else tmp, replaced):
             if leftover is not None and leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)

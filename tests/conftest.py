@@ -1,6 +1,7 @@
-"""Shared test setup: offline tiktoken, a quiet per-session Prefect home."""
+"""Shared test setup: offline tiktoken, a hermetic Prefect home, paths to ../shared/data."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,19 @@ SHARED = Path(os.environ.get("LLMFORGE_SHARED", REPO.parent / "shared"))
 SHARED_DATA = SHARED / "data"
 
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
+# Before any prefect import: never talk to a user's server, keep state out of ~/.prefect.
+os.environ.pop("PREFECT_API_URL", None)
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="llmforge-test-prefect-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 
 
 def shared_data(*parts: str) -> Path:
-    """A path under ../shared/data, skipping the test when the folder is absent."""
+    """A path under ../shared/data; skipped where it is absent, but CI must have it."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} missing: CI needs ../shared beside the checkout")
         pytest.skip(f"{path} not present")
     return path

@@ -1,0 +1,285 @@
+"""The `llmforge` command line: run the pipeline, one stage, the demo; inspect runs.
+
+Prefect is imported only inside commands, after the environment points it at the right
+server (flows/server.py), so `llmforge --help` is fast and settings apply.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.documents import DataError
+from pipeline.stage import EmptyStageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+runs_app = typer.Typer(no_args_is_help=True, help="Inspect recorded runs.")
+server_app = typer.Typer(no_args_is_help=True, help="The local Prefect server (UI).")
+app.add_typer(runs_app, name="runs")
+app.add_typer(server_app, name="server")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="Override: key=value (repeatable).")
+]
+RootOpt = Annotated[
+    Path | None, typer.Option("--storage", help="Storage root (default: run.storage_root).")
+]
+NoServerOpt = Annotated[
+    bool,
+    typer.Option("--no-server", help="Use Prefect's temporary server instead of a local one."),
+]
+
+
+def _config(config: Path | None, overrides: list[str] | None, storage: Path | None = None):
+    from pipeline.config import load_config
+
+    sets = list(overrides or [])
+    if storage is not None:
+        sets.append(f'run.storage_root="{storage}"')
+    return load_config(config, sets)
+
+
+def _storage(root: str | Path):
+    from pipeline.storage import Storage
+
+    return Storage.at(root)
+
+
+def _prefect(storage, no_server: bool) -> dict:
+    """Point Prefect at a real server (reused or started) unless told not to."""
+    from flows.server import configure_environment, ensure_server
+
+    if no_server:
+        configure_environment(storage)
+        return {}
+    with console.status("starting the local Prefect server (first start takes ~15 s)..."):
+        return ensure_server(storage)
+
+
+def print_summary(record: dict[str, Any]) -> None:
+    table = Table(title=f"run {record['run_id']} ({record['status']})")
+    for column in ("stage", "version", "reused", "docs in", "docs out", "drops", "notes"):
+        table.add_column(column)
+    for stage, version in record.get("versions", {}).items():
+        counts = version.get("counts", {})
+        drops = counts.get("drops", {})
+        extra = counts.get("extra", {})
+        notes = []
+        if "tokens_train" in extra:
+            notes.append(f"tokens train {extra['tokens_train']:,} / val {extra['tokens_val']:,}")
+        for key in ("final_train_loss", "val_loss", "perplexity", "bits_per_byte"):
+            if isinstance(extra.get(key), float):
+                notes.append(f"{key} {extra[key]:.3f}")
+        table.add_row(
+            stage,
+            version["version_id"],
+            "yes" if version.get("reused") else "no",
+            str(counts.get("docs_in", "")),
+            str(counts.get("docs_out", "")),
+            "\n".join(f"{k}: {v}" for k, v in sorted(drops.items(), key=lambda kv: -kv[1])),
+            "\n".join(notes),
+        )
+    console.print(table)
+    prefect = record.get("prefect") or {}
+    if prefect.get("flow_run_url"):
+        console.print(f"Prefect UI: {prefect['flow_run_url']}")
+    for name, path in (record.get("artifacts") or {}).items():
+        console.print(f"{name}: {path}")
+
+
+def _run_pipeline(cfg, no_server: bool) -> dict[str, Any]:
+    storage = _storage(cfg.run.storage_root)
+    server = _prefect(storage, no_server)
+    from flows.pipeline import pipeline_flow
+    from pipeline.runs import new_run_id
+
+    run_id = new_run_id()
+    console.print(f"run id: [bold]{run_id}[/bold]")
+    try:
+        record = pipeline_flow(cfg, run_id)
+    finally:
+        if server.get("ui_url"):
+            console.print(f"Prefect UI: {server['ui_url']} (stop it with `llmforge server stop`)")
+    return record
+
+
+@app.command()
+def run(config: ConfigOpt = None, set_: SetOpt = None, no_server: NoServerOpt = False) -> None:
+    """Run the pipeline: crawl (or read WARCs) through tokenize, train and evaluate."""
+    cfg = _config(config, set_)
+    print_summary(_run_pipeline(cfg, no_server))
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="crawl|extract|filter|dedup|tokenize|train|evaluate")],
+    input: Annotated[
+        Path | None, typer.Option(help="WARC file/folder or documents folder.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Output folder (must not exist).")] = None,
+    run: Annotated[str | None, typer.Option("--run", help="Rerun this stage of a run.")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="Recompute even if the version exists.")] = False,
+    tokens: Annotated[Path | None, typer.Option(help="evaluate: the token dataset folder.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="train: continue from OUTPUT/checkpoint.pt.")
+    ] = False,
+    no_server: NoServerOpt = False,
+) -> None:
+    """Run one stage on a given input, or rerun one stage of a recorded run."""
+    from pipeline import stages
+
+    stages.spec(name)
+    if run:
+        _rerun_stage(name, run, config, set_, force, no_server)
+        return
+    if input is None or output is None:
+        raise DataError("stage: give --input and --output, or --run RUN_ID")
+    if resume and name != "train":
+        raise DataError("stage: --resume applies to train only")
+    cfg = _config(config, set_)
+    from pipeline.stage import process_map
+
+    if name in ("train", "evaluate"):
+        from flows.model import run_model_stage_standalone
+
+        manifest = run_model_stage_standalone(name, cfg, input, output, tokens, resume)
+    else:
+        manifest = stages.run_standalone(
+            name, cfg.stage_config(name), input, output, process_map(cfg.run.workers)
+        )
+    counts = manifest["counts"]
+    console.print(
+        f"{name}: {counts['docs_in']} in, {counts['docs_out']} out, drops {counts['drops']}"
+        f" → {output}"
+    )
+
+
+def _rerun_stage(name, run_id, config, set_, force, no_server) -> None:
+    from pipeline.config import config_from_dict
+    from pipeline.runs import RunRecord
+
+    storage = _storage(_config(config, None).run.storage_root)
+    record = RunRecord.load(storage, run_id)
+    cfg = config_from_dict(record.data["config"], set_)
+    _prefect(storage, no_server)
+    from flows.rerun import rerun_stage_flow
+
+    summary = rerun_stage_flow(name, cfg, run_id, force)
+    print_summary({"run_id": run_id, "status": f"rerun of {name}", "versions": {name: summary}})
+
+
+@app.command()
+def demo(
+    seed: Annotated[int, typer.Option(help="Sample site seed.")] = 0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    no_server: NoServerOpt = False,
+) -> None:
+    """Generate the sample site, serve it on 127.0.0.1 and run the pipeline against it."""
+    from pipeline.sample_server import serve_site
+    from pipeline.sample_site import SampleSiteConfig, generate_site
+
+    demo_config = config or Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
+    cfg = _config(demo_config if demo_config.exists() else None, set_)
+    storage = _storage(cfg.run.storage_root)
+    site_dir = storage.root / "sample-site" / f"seed-{seed}"
+    if not (site_dir / "ground_truth.json").exists():
+        generate_site(site_dir, SampleSiteConfig(seed=seed))
+    with serve_site(site_dir) as base_url:
+        console.print(f"sample site: {base_url} (seed {seed}, files in {site_dir})")
+        cfg.crawl.seeds = [f"{base_url}/"]
+        # The port changes every time; keep it out of the crawl's version id so a rerun of
+        # the demo reuses the crawl (the site is deterministic from the seed).
+        cfg.source.snapshot = f"sample-site-seed-{seed}"
+        record = _run_pipeline(cfg, no_server)
+    print_summary(record)
+
+
+@runs_app.command("list")
+def runs_list(storage: RootOpt = None, config: ConfigOpt = None) -> None:
+    """Recorded runs, newest first."""
+    from pipeline.runs import list_runs
+
+    root = storage or _config(config, None).run.storage_root
+    table = Table(title=f"runs in {_storage(root).runs_dir}")
+    for column in ("run id", "status", "started", "stages", "git commit"):
+        table.add_column(column)
+    for record in list_runs(_storage(root)):
+        table.add_row(
+            record.get("run_id", "?"),
+            record.get("status", "?"),
+            str(record.get("started_at", "")),
+            " ".join(record.get("versions", {})),
+            str(record.get("git_commit") or "")[:12],
+        )
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) -> None:
+    """One run: versions, counts, artifacts and its Prefect flow run URL."""
+    from pipeline.runs import RunRecord
+
+    root = storage or _config(config, None).run.storage_root
+    record = RunRecord.load(_storage(root), run_id)
+    print_summary(record.data)
+    console.print(f"run record: {record.path}")
+    if record.data.get("error"):
+        console.print(f"error: {record.data['error']}")
+
+
+@server_app.command("start")
+def server_start(storage: RootOpt = None, config: ConfigOpt = None) -> None:
+    """Start (or reuse) the local Prefect server and print the UI link."""
+    from flows.server import ensure_server
+
+    root = storage or _config(config, None).run.storage_root
+    os.environ.pop("PREFECT_API_URL", None)
+    state = ensure_server(_storage(root))
+    console.print(f"Prefect UI: {state['ui_url']}  (API {state['api_url']})")
+
+
+@server_app.command("stop")
+def server_stop(storage: RootOpt = None, config: ConfigOpt = None) -> None:
+    """Stop the local Prefect server started for this storage root."""
+    from flows.server import stop_server
+
+    root = storage or _config(config, None).run.storage_root
+    console.print("stopped" if stop_server(_storage(root)) else "no local server was running")
+
+
+@server_app.command("status")
+def server_status(storage: RootOpt = None, config: ConfigOpt = None) -> None:
+    """Whether the local Prefect server is up, and where."""
+    from flows.server import running_server
+
+    root = storage or _config(config, None).run.storage_root
+    state = running_server(_storage(root))
+    console.print(f"running: {state['ui_url']}" if state else "not running")
+
+
+def main() -> None:
+    """Entry point: bad input ends with one line naming the problem, not a traceback."""
+    try:
+        app()
+    except (DataError, EmptyStageError) as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+    except RuntimeError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Train and evaluate as subflows: the model is a versioned artifact like any dataset.
+
+The train version id hashes (train config, token dataset version, model code), so a rerun with
+unchanged config and data reuses the trained model. Training works in a stable folder
+(`tmp/train-<version>`) and can resume there after a stop; the finished folder is renamed into
+`versions/train/<version>`. The run folder gets links to the artifacts a person looks for.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from flows.data import reuse_version
+from pipeline import stages
+from pipeline.config import PipelineConfig
+from pipeline.documents import DataError
+from pipeline.runs import RunRecord
+from pipeline.stage import StageResult
+from pipeline.storage import Storage, Version, build_version, find_version, load_version
+
+TRAIN_ARTIFACTS = ("checkpoint.pt", "metrics.jsonl", "loss_curve.png", "train.json")
+EVAL_ARTIFACTS = ("eval.json", "samples.txt")
+
+
+def _train_result(summary: dict[str, Any]) -> StageResult:
+    return StageResult(docs_in=0, docs_out=0, extra=summary)
+
+
+def _link_artifacts(record: RunRecord, version: Version, names: tuple[str, ...]) -> None:
+    """Symlink a version's files into runs/<run_id>/ and list them in run.json."""
+    links = {}
+    for name in names:
+        target = version.path / name
+        if not target.exists():
+            continue
+        link = record.dir / name
+        tmp = link.with_name(f".{name}.tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(os.path.relpath(target, record.dir))
+        os.replace(tmp, link)
+        links[name] = str(link)
+    record.add_artifacts(links)
+
+
+def train_version(
+    config: PipelineConfig, tokens: Version, force: bool = False, resume: bool = True
+) -> Version:
+    """Reuse or train the model for `tokens` (resuming an interrupted run of the same plan)."""
+    from model.train import train
+
+    logger = get_run_logger()
+    storage = Storage.at(config.run.storage_root)
+    plan = stages.plan("train", config.train, [stages.version_input(tokens)])
+    version = None if force else find_version(storage, plan)
+    if version is not None:
+        reuse_version("train", version.version_id, str(version.path))
+        return version
+    work = storage.work_dir("train", plan.version_id)
+    can_resume = resume and not force and (work / "checkpoint.pt").exists()
+    logger.info(
+        "train: %s version %s on tokens %s",
+        "resuming" if can_resume else "building",
+        plan.version_id,
+        tokens.version_id,
+    )
+
+    def log(row: dict[str, Any]) -> None:
+        if "val_loss" in row:
+            logger.info("step %s: val loss %.4f", row.get("step"), row["val_loss"])
+        elif "loss" in row:
+            logger.info(
+                "step %s: loss %.4f, lr %.2e, %.0f tokens/s",
+                row.get("step"),
+                row["loss"],
+                row.get("lr", 0),
+                row.get("tokens_per_s", 0),
+            )
+
+    return build_version(
+        storage,
+        plan,
+        lambda out: _train_result(train(config.train, tokens.path, out, can_resume, log)),
+        replace=force,
+        work_dir=work,
+    )
+
+
+def evaluate_version(
+    config: PipelineConfig, trained: Version, tokens: Version, force: bool = False
+) -> Version:
+    from model.evaluate import evaluate
+
+    storage = Storage.at(config.run.storage_root)
+    inputs = [stages.version_input(trained), stages.version_input(tokens)]
+    plan = stages.plan("evaluate", config.evaluate, inputs)
+    version = None if force else find_version(storage, plan)
+    if version is not None:
+        reuse_version("evaluate", version.version_id, str(version.path))
+        return version
+    checkpoint = trained.path / "checkpoint.pt"
+    return build_version(
+        storage,
+        plan,
+        lambda out: StageResult(
+            0, 0, extra=evaluate(config.evaluate, checkpoint, tokens.path, out)
+        ),
+        replace=force,
+    )
+
+
+def _versions(storage: Storage, versions: dict[str, Any], *names: str) -> list[Version]:
+    found = []
+    for name in names:
+        if name not in versions:
+            raise DataError(f"no '{name}' version recorded for this run")
+        found.append(load_version(storage, name, versions[name]["version_id"]))
+    return found
+
+
+@flow(name="train", log_prints=False)
+def train_flow(
+    config: PipelineConfig, versions: dict[str, Any], run_id: str, force: bool = False
+) -> dict[str, Any]:
+    """Train on the run's token dataset (or reuse the model trained on it before)."""
+    storage = Storage.at(config.run.storage_root)
+    (tokens,) = _versions(storage, versions, "tokenize")
+    version = train_version(config, tokens, force)
+    _link_artifacts(RunRecord.load(storage, run_id), version, TRAIN_ARTIFACTS)
+    return version.summary()
+
+
+@flow(name="evaluate", log_prints=False)
+def evaluate_flow(
+    config: PipelineConfig, versions: dict[str, Any], run_id: str, force: bool = False
+) -> dict[str, Any]:
+    """Val loss, perplexity, bits per byte, samples (and HellaSwag when configured)."""
+    storage = Storage.at(config.run.storage_root)
+    tokens, trained = _versions(storage, versions, "tokenize", "train")
+    version = evaluate_version(config, trained, tokens, force)
+    _link_artifacts(RunRecord.load(storage, run_id), version, EVAL_ARTIFACTS)
+    return version.summary()
+
+
+MODEL_STAGE_FLOWS = {"train": train_flow, "evaluate": evaluate_flow}
+
+
+def run_model_stage_standalone(
+    stage: str,
+    config: PipelineConfig,
+    input_path: Path,
+    output_path: Path,
+    tokens: Path | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """`llmforge stage train|evaluate --input ... --output ...` without a run record."""
+    from model.evaluate import evaluate
+    from model.train import train
+
+    if stage == "train":
+        summary = train(config.train, input_path, output_path, resume)
+    else:
+        checkpoint = input_path / "checkpoint.pt" if input_path.is_dir() else input_path
+        if tokens is None:
+            raise DataError("stage evaluate: give --tokens TOKEN_DATASET_DIR")
+        summary = evaluate(config.evaluate, checkpoint, tokens, output_path)
+    return {"counts": {"docs_in": 0, "docs_out": 0, "drops": {}, "extra": summary}}

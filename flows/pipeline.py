@@ -1,0 +1,78 @@
+"""The parent flow: crawl → extract → filter → dedup → tokenize → train → evaluate.
+
+Each stage is its own subflow (its own node in the Prefect UI); the run record
+`<storage>/runs/<run_id>/run.json` is written as stages finish, so a failed run still says
+how far it got.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from flows.data import stage_flow
+from flows.executor import shutdown_pool
+from flows.model import MODEL_STAGE_FLOWS
+from pipeline.config import STAGES, PipelineConfig
+from pipeline.runs import RunRecord
+from pipeline.storage import Storage
+
+
+def stages_to_run(config: PipelineConfig) -> list[str]:
+    first = "extract" if config.source.kind == "warc" else "crawl"
+    chain = STAGES[STAGES.index(first) : STAGES.index(config.run.until) + 1]
+    return list(chain)
+
+
+def summary_markdown(record: RunRecord) -> str:
+    lines = [
+        f"# llmforge run `{record.run_id}`",
+        "",
+        "| stage | version | reused | docs in | docs out | drops |",
+        "|---|---|---|---|---|---|",
+    ]
+    for stage, version in record.data["versions"].items():
+        counts = version.get("counts", {})
+        drops = ", ".join(f"{k} {v}" for k, v in counts.get("drops", {}).items()) or "-"
+        lines.append(
+            f"| {stage} | `{version['version_id']}` | {version['reused']} | "
+            f"{counts.get('docs_in', '-')} | {counts.get('docs_out', '-')} | {drops} |"
+        )
+    lines += ["", f"Run record: `{record.path}`"]
+    return "\n".join(lines)
+
+
+@flow(name="llmforge-pipeline", log_prints=False)
+def pipeline_flow(config: PipelineConfig, run_id: str | None = None) -> dict[str, Any]:
+    """Run every stage up to `config.run.until`, reusing versions that already exist."""
+    logger = get_run_logger()
+    storage = Storage.at(config.run.storage_root)
+    record = RunRecord.create(storage, config.model_dump(mode="json"), run_id)
+    record.data["prefect"] = {
+        "flow_run_id": flow_run.get_id(),
+        "flow_run_url": flow_run.get_flow_run_ui_url(),
+    }
+    record.save()
+    logger.info("run %s: stages %s", record.run_id, " → ".join(stages_to_run(config)))
+    upstream: dict[str, Any] | None = None
+    try:
+        for stage in stages_to_run(config):
+            if stage in MODEL_STAGE_FLOWS:
+                summary = MODEL_STAGE_FLOWS[stage](config, record.data["versions"], record.run_id)
+            else:
+                summary = stage_flow(stage, config)(config, upstream)
+            record.add_version(summary)
+            upstream = summary
+    except BaseException as exc:
+        record.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        shutdown_pool()
+    record.finish("completed")
+    create_markdown_artifact(
+        key="run-summary", markdown=summary_markdown(record), description=record.run_id
+    )
+    return record.data

@@ -1,0 +1,54 @@
+"""Rerun one stage of a recorded run, on exactly the upstream version that run used.
+
+Like Metaflow's `resume --origin-run-id`: the run record names the upstream version, so the
+stage reads the same data even if newer versions exist. With an unchanged config the stage's
+version is reused unless `force` recomputes it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow
+
+from flows.data import stage_flow
+from flows.executor import shutdown_pool
+from pipeline import stages
+from pipeline.config import PipelineConfig
+from pipeline.documents import DataError
+from pipeline.runs import RunRecord
+from pipeline.storage import Storage
+
+
+@flow(name="llmforge-rerun-stage", log_prints=False)
+def rerun_stage_flow(
+    stage: str, config: PipelineConfig, run_id: str, force: bool = False
+) -> dict[str, Any]:
+    """Run `stage` again for run `run_id`; the rerun is appended to its run.json."""
+    storage = Storage.at(config.run.storage_root)
+    record = RunRecord.load(storage, run_id)
+    upstream_stage = stages.spec(stage).upstream
+    upstream = record.data["versions"].get(upstream_stage) if upstream_stage else None
+    needs_upstream = upstream_stage and not (stage == "extract" and config.source.kind == "warc")
+    if needs_upstream and upstream is None:
+        raise DataError(f"run {run_id} has no '{upstream_stage}' version to rerun '{stage}' on")
+    try:
+        if stage in stages.DATA_STAGES:
+            summary = stage_flow(stage, config)(config, upstream, force)
+        else:
+            from flows.model import MODEL_STAGE_FLOWS
+
+            summary = MODEL_STAGE_FLOWS[stage](config, record.data["versions"], run_id, force)
+    finally:
+        shutdown_pool()
+    record.data.setdefault("reruns", []).append(
+        {
+            "stage": stage,
+            "version_id": summary["version_id"],
+            "reused": summary["reused"],
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+    record.save()
+    return summary

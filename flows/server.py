@@ -1,0 +1,136 @@
+"""A local Prefect server under the storage root, started or reused by the CLI.
+
+Prefect's temporary in-process server records only a fraction of task runs and vanishes at
+exit (REFERENCE.md: ~70-100 of 1000 task runs recorded), so a local run starts (or reuses) a
+real `prefect server start` on 127.0.0.1 with its database in `<storage>/prefect/`, and every
+run stays viewable in the UI afterwards. With PREFECT_API_URL set, that server is used instead.
+
+This module must not import prefect: it sets the environment Prefect reads at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from pipeline.storage import Storage, write_json_atomic
+
+STATE_FILE = "server.json"
+# A fresh database takes ~12 s to become healthy on this machine kind (REFERENCE.md);
+# allow for a loaded CI machine.
+START_TIMEOUT_S = 120.0
+
+QUIET_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}
+
+
+def configure_environment(storage: Storage) -> None:
+    """Keep Prefect's home, profile and database inside the storage root; no telemetry."""
+    os.environ.setdefault("PREFECT_HOME", str(storage.prefect_home))
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _state_path(storage: Storage) -> Path:
+    return storage.prefect_home / STATE_FILE
+
+
+def running_server(storage: Storage) -> dict | None:
+    """The server this storage root started earlier, if it still answers."""
+    path = _state_path(storage)
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return state if healthy(state["api_url"]) else None
+
+
+def start_server(storage: Storage) -> dict:
+    """Start `prefect server start` detached (it outlives the CLI) and wait until healthy."""
+    storage.prefect_home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(storage.prefect_home), **QUIET_ENV}
+    env.pop("PREFECT_API_URL", None)
+    prefect_bin = Path(sys.executable).with_name("prefect")
+    command = [str(prefect_bin), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    log_path = storage.prefect_home / "server.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited early; see {log_path}")
+        if healthy(api_url):
+            state = {
+                "pid": process.pid,
+                "api_url": api_url,
+                "ui_url": f"http://127.0.0.1:{port}",
+                "log": str(log_path),
+            }
+            write_json_atomic(_state_path(storage), state)
+            return state
+        time.sleep(0.5)
+    process.terminate()
+    raise RuntimeError(f"prefect server not healthy after {START_TIMEOUT_S:.0f} s; see {log_path}")
+
+
+def ensure_server(storage: Storage) -> dict:
+    """Use PREFECT_API_URL if set, else reuse or start the local server; export its URL."""
+    configure_environment(storage)
+    if api_url := os.environ.get("PREFECT_API_URL"):
+        return {"api_url": api_url, "ui_url": os.environ.get("PREFECT_UI_URL", ""), "pid": None}
+    state = running_server(storage) or start_server(storage)
+    os.environ["PREFECT_API_URL"] = state["api_url"]
+    os.environ["PREFECT_UI_URL"] = state["ui_url"]
+    return state
+
+
+def stop_server(storage: Storage) -> bool:
+    """Stop the server this storage root started; False if none was running."""
+    path = _state_path(storage)
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    try:
+        os.killpg(state["pid"], signal.SIGTERM)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+        return False
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and healthy(state["api_url"], timeout=0.5):
+        time.sleep(0.3)
+    path.unlink(missing_ok=True)
+    return True

@@ -1,0 +1,144 @@
+"""The run configuration: one TOML file per configuration in configs/, `--set key=value` on top.
+
+Each concern's config model lives beside its code (CrawlConfig in pipeline/crawl.py, ...);
+this module only composes them. Unknown keys and wrong types fail with one line naming the
+dotted key, e.g. `config error: filter.gopher_quality.min_doc_wordz: unknown key`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from model.config import EvalConfig, TrainConfig
+from pipeline.crawl import CrawlConfig
+from pipeline.dedup import DedupConfig
+from pipeline.documents import DataError
+from pipeline.extract import ExtractConfig
+from pipeline.filters import FilterConfig
+from pipeline.tokenize import TokenizeConfig
+
+STAGES = ("crawl", "extract", "filter", "dedup", "tokenize", "train", "evaluate")
+Stage = Literal["crawl", "extract", "filter", "dedup", "tokenize", "train", "evaluate"]
+
+
+class ConfigError(DataError):
+    """A bad configuration value or key."""
+
+
+class RunSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "default"
+    storage_root: str = "storage"
+    # Processes for per-shard work; this project's reference machine has 2 cores.
+    workers: int = Field(default=2, ge=1)
+    # "local": shards as Prefect tasks over a local process pool; "dask": on a Dask cluster.
+    executor: Literal["local", "dask"] = "local"
+    dask_address: str | None = None  # tcp://host:8786; None with executor="dask" = LocalCluster
+    # Last stage to run: "tokenize" stops after the data half.
+    until: Stage = "evaluate"
+
+
+class SourceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # "crawl": fetch from crawl.seeds; "warc": extract from existing WARC files (Common Crawl).
+    kind: Literal["crawl", "warc"] = "crawl"
+    warc_paths: list[str] = []
+    # Part of the crawl's version id: change it (a date, "2026-W47") to crawl the same seeds
+    # again instead of reusing the last crawl.
+    snapshot: str = ""
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run: RunSettings = RunSettings()
+    source: SourceConfig = SourceConfig()
+    crawl: CrawlConfig = CrawlConfig()
+    extract: ExtractConfig = ExtractConfig()
+    filter: FilterConfig = FilterConfig()
+    dedup: DedupConfig = DedupConfig()
+    tokenize: TokenizeConfig = TokenizeConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvalConfig = EvalConfig()
+
+    def stage_config(self, stage: str) -> BaseModel:
+        return getattr(self, stage)
+
+
+def parse_value(text: str) -> Any:
+    """A --set value as TOML (numbers, booleans, lists, quoted strings), else a bare string.
+
+    `none`/`null` give None (TOML has no null), which switches a threshold off.
+    """
+    if text.lower() in ("none", "null"):
+        return None
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"config error: --set {assignment!r}: expected key=value")
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config error: {key}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = parse_value(raw.strip())
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"config error: {key}: unknown key"
+    return f"config error: {key}: {error['msg']} (got {error.get('input')!r})"
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> PipelineConfig:
+    """Read a TOML config (or the defaults), apply --set overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config error: {path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config error: {path}: unreadable ({exc})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config error: {path}: invalid TOML ({exc})") from None
+    return config_from_dict(data, overrides)
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> PipelineConfig:
+    """Validate a config mapping (a TOML file's, or a run record's) after --set overrides."""
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0])) from None
+
+
+def validate_section(model: type[BaseModel], data: dict[str, Any], prefix: str) -> BaseModel:
+    """Validate one stage's section (for `llmforge stage`), errors naming `prefix.key`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        error = {**error, "loc": (prefix, *error["loc"])}
+        raise ConfigError(_describe(error)) from None

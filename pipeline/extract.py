@@ -1,0 +1,280 @@
+"""Extract stage: WARC response records in, main-content text documents out.
+
+Each WARC file becomes one shard: trafilatura extracts the main text (as FineWeb did, with
+datatrove's settings), py3langid labels its language, and every response that yields no
+document lands in `removed/` with an `extract_*` reason. Extraction runs in a sandbox child
+process with a per-page timeout (pipeline/sandbox.py), so one pathological page cannot stall a
+worker. A final pass keeps each URL once across shards.
+
+    from pipeline.extract import ExtractConfig, run
+    from pipeline.warc import list_warc_files
+    result = run(ExtractConfig(), list_warc_files("crawl/"), Path("out.tmp"))
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import trafilatura
+from pydantic import BaseModel, ConfigDict, Field
+from trafilatura.metadata import extract_title
+
+from pipeline.documents import (
+    DOCUMENT_SCHEMA,
+    REMOVED_SCHEMA,
+    DataError,
+    ShardWriter,
+    atomic_write_table,
+    doc_id,
+    read_table,
+    removed_row,
+    shard_name,
+)
+from pipeline.langid import detect_language
+from pipeline.sandbox import Sandbox, SandboxError, SandboxTimeout
+from pipeline.stage import ParallelMap, ShardResult, StageResult, serial_map
+from pipeline.warc import decode_html, is_html, iter_responses
+from pipeline.warc import list_warc_files as list_warc_files  # re-exported: the stage's input
+
+log = logging.getLogger(__name__)
+
+STAGE = "extract"
+
+
+class ExtractConfig(BaseModel):
+    """trafilatura settings as FineWeb used them: datatrove `pipeline/extractors/trafilatura.py`
+    (`Trafilatura(favour_precision=True, timeout=1, deduplicate=True)`, `include_comments=False`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    favor_precision: bool = True  # datatrove Trafilatura default, FineWeb kept it
+    include_comments: bool = False  # datatrove passes include_comments=False
+    deduplicate: bool = True  # datatrove default: drop segments repeated across pages
+    include_tables: bool = True  # trafilatura's default; datatrove/FineWeb do not change it
+    timeout_seconds: float = Field(1.0, gt=0)  # datatrove BaseExtractor(timeout=1) per page
+    min_text_chars: int = Field(1, ge=0)  # shorter (stripped) text -> extract_no_text
+    # Bodies beyond this many bytes -> extract_too_large; None: no limit (Common Crawl already
+    # truncates payloads at 1 MiB).
+    max_html_bytes: int | None = Field(None, gt=0)
+
+
+def extract_html(
+    html: str, url: str | None, config: ExtractConfig
+) -> tuple[str | None, str | None]:
+    """(title, text) of one page; text is trafilatura's plain-text output, one paragraph a line.
+
+    Runs inside the sandbox child. The tree is parsed once and shared by both calls.
+    """
+    tree = trafilatura.load_html(html)
+    if tree is None:
+        return None, None
+    title = extract_title(tree) or None
+    text = trafilatura.extract(
+        tree,
+        url=url,
+        favor_precision=config.favor_precision,
+        include_comments=config.include_comments,
+        include_tables=config.include_tables,
+        deduplicate=config.deduplicate,
+    )
+    return title, text
+
+
+@dataclass(frozen=True)
+class ExtractTask:
+    """One unit of work: a WARC file into one data shard and one removed shard."""
+
+    warc: Path
+    data_path: Path
+    removed_path: Path
+    config: ExtractConfig
+
+
+def _base_doc(response: Any, source: str) -> dict[str, Any]:
+    host = urlsplit(response.url).hostname  # lowercase, without port or credentials
+    return {
+        "id": doc_id(response.url),
+        "url": response.url,
+        "domain": host or None,
+        "title": None,
+        "text": None,
+        "language": None,
+        "language_score": None,
+        "fetched_at": response.fetched_at,
+        "source_warc": source,
+        "source_offset": response.offset,
+    }
+
+
+def _skip_reason(response: Any, config: ExtractConfig, kept: set[str], doc: dict) -> str | None:
+    """Why a response is not worth extracting, checked cheapest first."""
+    if response.status != 200:
+        return "extract_http_status"
+    if not is_html(response.content_type, response.body):
+        return "extract_not_html"
+    if config.max_html_bytes is not None and len(response.body) > config.max_html_bytes:
+        return "extract_too_large"
+    if doc["id"] in kept:
+        return "extract_duplicate_url"
+    return None
+
+
+def extract_shard(task: ExtractTask) -> ShardResult:
+    """Extract one WARC file into its data and removed shards (both written only at the end)."""
+    config = task.config
+    result = ShardResult(shard=task.data_path.name)
+    stats: Counter[str] = Counter()
+    drops: Counter[str] = Counter()
+    kept: set[str] = set()
+    max_body = None if config.max_html_bytes is None else config.max_html_bytes + 1
+    # Looked up at call time so tests can swap in a slow extractor.
+    extractor = functools.partial(extract_html, config=config)
+    start = time.perf_counter()
+    with (
+        Sandbox(extractor, config.timeout_seconds) as sandbox,
+        ShardWriter(task.data_path, DOCUMENT_SCHEMA) as data,
+        ShardWriter(task.removed_path, REMOVED_SCHEMA) as removed,
+    ):
+        for response in iter_responses(task.warc, stats, max_body):
+            result.docs_in += 1
+            stats["html_bytes"] += len(response.body)
+            doc = _base_doc(response, str(task.warc))
+            reason = _skip_reason(response, config, kept, doc)
+            if reason is None:
+                reason = _extract_into(doc, response, sandbox, config)
+            if reason is None:
+                data.write(doc)
+                kept.add(doc["id"])
+            else:
+                dup = doc["id"] if reason == "extract_duplicate_url" else None
+                removed.write(removed_row(doc, reason, STAGE, duplicate_of=dup))
+                drops[reason] += 1
+        result.extra["sandbox_mode"] = sandbox.mode or "unused"
+        result.extra["sandbox_restarts"] = sandbox.restarts
+    seconds = time.perf_counter() - start
+    result.docs_out = data.rows
+    result.drops = dict(sorted(drops.items()))
+    result.extra.update(_record_counts(stats), seconds=round(seconds, 3))
+    log.info(
+        "extract %s: %d responses -> %d docs in %.1f s %s",
+        *(task.warc, result.docs_in, result.docs_out, seconds, result.drops),
+    )
+    return result
+
+
+def _extract_into(doc: dict, response: Any, sandbox: Sandbox, config: ExtractConfig) -> str | None:
+    """Fill title/text/language of `doc`; a removal reason when there is no usable text."""
+    html = decode_html(response.body, response.content_type)
+    try:
+        title, text = sandbox(html, response.url)
+    except SandboxTimeout:
+        log.debug("extract timeout: %s", response.url)
+        return "extract_timeout"
+    except SandboxError as exc:
+        log.debug("extract error: %s: %s", response.url, exc)
+        return "extract_error"
+    doc["title"] = title
+    if text is None or len(text.strip()) < config.min_text_chars:
+        return "extract_no_text"
+    doc["text"] = text
+    doc["language"], doc["language_score"] = detect_language(text)
+    return None
+
+
+def _record_counts(stats: Counter[str]) -> dict[str, Any]:
+    return {
+        "records": stats["records"],
+        "response_records": stats["records_response"],
+        "skipped_records": {
+            key.removeprefix("records_"): n
+            for key, n in sorted(stats.items())
+            if key.startswith("records_") and key != "records_response"
+        },
+        "html_bytes": stats["html_bytes"],
+    }
+
+
+def run(
+    config: ExtractConfig,
+    warc_files: list[Path],
+    out_dir: Path,
+    pmap: ParallelMap = serial_map,
+) -> StageResult:
+    """Extract every WARC file (shard i = file i), then keep each URL once across shards."""
+    if not warc_files:
+        raise DataError("extract: no WARC files given")
+    out_dir = Path(out_dir)
+    names = [shard_name(i) for i in range(len(warc_files))]
+    tasks = [
+        ExtractTask(Path(warc), out_dir / "data" / name, out_dir / "removed" / name, config)
+        for warc, name in zip(warc_files, names, strict=True)
+    ]
+    start = time.perf_counter()
+    results = pmap(extract_shard, tasks, STAGE)
+    moved = dedup_urls_across_shards(tasks, results)
+    seconds = time.perf_counter() - start
+
+    skipped: Counter[str] = Counter()
+    for r in results:
+        skipped.update(r.extra["skipped_records"])
+    responses = sum(r.extra["response_records"] for r in results)
+    extra = {
+        "records": sum(r.extra["records"] for r in results),
+        "response_records": responses,
+        "skipped_records": dict(sorted(skipped.items())),
+        "html_bytes": sum(r.extra["html_bytes"] for r in results),
+        "duplicate_urls_across_shards": moved,
+        "sandbox_restarts": sum(r.extra["sandbox_restarts"] for r in results),
+        "seconds": round(seconds, 3),
+        "pages_per_s": round(responses / seconds, 2) if seconds > 0 else None,
+    }
+    return StageResult.from_shards(results, extra)
+
+
+def dedup_urls_across_shards(tasks: list[ExtractTask], results: list[ShardResult]) -> int:
+    """Keep each id (= URL) in the lowest-index shard only; move the others to removed.
+
+    Shards are internally unique already, so only the id columns are read; shards holding a
+    duplicate are rewritten (rare: the same URL fetched in two WARC files). Returns rows moved.
+    """
+    ids = [read_table(t.data_path, columns=["id"]).column("id") for t in tasks]
+    if sum(len(c) for c in ids) == 0:
+        return 0
+    shard = np.concatenate([np.full(len(c), i, dtype=np.int32) for i, c in enumerate(ids)])
+    table = pa.table(
+        {"id": pa.chunked_array(ids, type=pa.string()).combine_chunks(), "shard": shard}
+    )
+    groups = table.group_by("id").aggregate([("shard", "min"), ("shard", "count")])
+    groups = groups.filter(pc.greater(groups["shard_count"], 1))
+    first = dict(zip(groups["id"].to_pylist(), groups["shard_min"].to_pylist(), strict=True))
+    moved = 0
+    for i, (task, result) in enumerate(zip(tasks, results, strict=True)):
+        later = pa.array([doc for doc, shard in first.items() if shard < i], pa.string())
+        if len(later) == 0 or not pc.any(pc.is_in(ids[i], later)).as_py():
+            continue
+        data = read_table(task.data_path)
+        dup = pc.is_in(data["id"], later)
+        rows = [
+            removed_row(d, "extract_duplicate_url", STAGE, duplicate_of=d["id"])
+            for d in data.filter(dup).to_pylist()
+        ]
+        removed = read_table(task.removed_path)  # Parquet keeps timestamps in ms: reuse schema
+        removed = pa.concat_tables([removed, pa.Table.from_pylist(rows, schema=removed.schema)])
+        atomic_write_table(data.filter(pc.invert(dup)), task.data_path)
+        atomic_write_table(removed, task.removed_path)
+        result.docs_out -= len(rows)
+        drops = Counter(result.drops) + Counter(extract_duplicate_url=len(rows))
+        result.drops = dict(sorted(drops.items()))
+        moved += len(rows)
+    return moved

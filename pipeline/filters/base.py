@@ -1,0 +1,121 @@
+"""What every quality filter shares: the measure-then-decide interface and text helpers.
+
+A filter never counts, writes or orders anything (that lives once in `stage.py`). It may
+rewrite a document (`transform`, e.g. C4's line removal), then measures it (`signals`: named
+floats, kept apart so a later step can store per-document scores) and decides from those
+measurements alone (`decide`: a prefixed reason such as `gopher_short_doc`, or None to keep).
+Most decisions are a table of `Rule`s checked in order; the first rule that trips wins, as in
+datatrove, so each removed document carries exactly one reason.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Document = dict[str, Any]  # one row of DOCUMENT_SCHEMA
+Signals = dict[str, float]
+
+# nltk's word_tokenize (datatrove's default) is not a dependency: a regex gets close enough for
+# ratios. A word is a run of letters/digits, allowing inner ' - . (don't, well-known, 3.14);
+# a run of other non-space characters ("...", "#", "),") is one symbol token, as nltk would.
+_WORD = r"\w+(?:[-'’.]\w+)*"
+_WORDS = re.compile(_WORD)
+_WORDS_AND_SYMBOLS = re.compile(_WORD + r"|[^\w\s]+")
+
+
+def split_words(text: str) -> list[str]:
+    """Word and symbol tokens of `text`, in order (symbol tokens count as words, as in nltk)."""
+    return _WORDS_AND_SYMBOLS.findall(text)
+
+
+def words_only(text: str) -> list[str]:
+    """The words of `text` without symbol tokens: Gopher's "non-symbol words"."""
+    return _WORDS.findall(text)
+
+
+def text_of(doc: Document) -> str:
+    """The document's text; a null `text` column reads as empty, never a crash."""
+    return doc.get("text") or ""
+
+
+def find_duplicates(items: Sequence[str]) -> tuple[int, int]:
+    """(how many items repeat an earlier one, their total characters): Gopher's measure."""
+    seen: set[str] = set()
+    dup_items = dup_chars = 0
+    for item in items:
+        if item in seen:
+            dup_items += 1
+            dup_chars += len(item)
+        else:
+            seen.add(item)
+    return dup_items, dup_chars
+
+
+class StepConfig(BaseModel):
+    """Base of every filter's config: one switch plus thresholds (each None disables it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Drop the document with `reason` when `signals[signal] <op> config.<threshold>`.
+
+    A rule does not apply when its threshold is None (disabled) or its signal is missing (not
+    measurable on this text, e.g. mean word length of an empty document).
+    """
+
+    signal: str
+    op: Literal["<", "<=", ">", ">="]
+    threshold: str  # name of the config field holding the threshold
+    reason: str
+
+    def check(self, signals: Signals, config: BaseModel) -> str | None:
+        limit = getattr(config, self.threshold)
+        value = signals.get(self.signal)
+        if limit is None or value is None:
+            return None
+        return self.reason if _OPS[self.op](value, limit) else None
+
+
+class DocumentFilter:
+    """One quality filter: `transform` (optional), then `signals`, then `decide`."""
+
+    name: ClassVar[str]  # the FilterConfig field this filter is configured by
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+    def __init__(self, config: StepConfig):
+        self.config = config
+
+    def transform(self, doc: Document) -> Document:
+        """Rewrite the document before it is measured; most filters leave it unchanged."""
+        return doc
+
+    def signals(self, doc: Document) -> Signals:
+        raise NotImplementedError
+
+    def decide(self, signals: Signals) -> str | None:
+        for rule in self.rules:
+            reason = rule.check(signals, self.config)
+            if reason is not None:
+                return reason
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"

@@ -1,0 +1,211 @@
+"""The stage registry: what each stage reads, which code it runs, and how its version is planned.
+
+The only place that knows the chain crawl → extract → filter → dedup → tokenize → train →
+evaluate. `flows/` and the CLI call `plan(...)` and `execute(...)`; nothing else wires stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipeline.documents import DataError
+from pipeline.stage import ParallelMap, StageResult, serial_map
+from pipeline.storage import Version, VersionPlan, code_version, fingerprint_files
+
+COMMON_CODE = ["pipeline/documents.py", "pipeline/stage.py"]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    upstream: str | None  # the stage whose version this one reads (None: external source)
+    code: tuple[str, ...]  # source globs whose content is part of the version id
+
+    def code_version(self) -> str:
+        return code_version([*COMMON_CODE, *self.code])
+
+
+SPECS: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in [
+        StageSpec("crawl", None, ("pipeline/crawl*.py",)),
+        StageSpec(
+            "extract",
+            "crawl",
+            (
+                "pipeline/extract*.py",
+                "pipeline/warc*.py",
+                "pipeline/langid.py",
+                "pipeline/sandbox*.py",
+            ),
+        ),
+        StageSpec("filter", "extract", ("pipeline/filters/*.py", "pipeline/langid.py")),
+        StageSpec("dedup", "filter", ("pipeline/dedup/*.py",)),
+        StageSpec("tokenize", "dedup", ("pipeline/tokenize.py",)),
+        StageSpec("train", "tokenize", ("model/*.py",)),
+        StageSpec("evaluate", "train", ("model/*.py",)),
+    ]
+}
+DATA_STAGES = ("crawl", "extract", "filter", "dedup", "tokenize")
+
+
+def spec(stage: str) -> StageSpec:
+    try:
+        return SPECS[stage]
+    except KeyError:
+        raise DataError(f"unknown stage '{stage}' (stages: {', '.join(SPECS)})") from None
+
+
+def config_dict(config: BaseModel) -> dict[str, Any]:
+    return config.model_dump(mode="json")
+
+
+def plan(stage: str, config: BaseModel, inputs: list[dict[str, str]]) -> VersionPlan:
+    """The version a stage would produce from `config` and `inputs`, without running it."""
+    return VersionPlan(stage, config_dict(config), inputs, spec(stage).code_version())
+
+
+def version_input(version: Version) -> dict[str, str]:
+    return {"stage": version.stage, "version_id": version.version_id}
+
+
+def source_input(paths: list[Path]) -> dict[str, str]:
+    """External inputs (user WARC files, a documents folder) enter the id by content."""
+    return {"source": "files", "fingerprint": fingerprint_files(paths)}
+
+
+def _run_crawl(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> StageResult:
+    from pipeline import crawl
+
+    return crawl.crawl(config, out_dir, on_progress=source)
+
+
+def _run_extract(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> StageResult:
+    from pipeline import extract
+
+    return extract.run(config, list(source), out_dir, pmap)
+
+
+def _run_filter(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> StageResult:
+    from pipeline import filters
+
+    return filters.run(config, Path(source), out_dir, pmap)
+
+
+def _run_dedup(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> StageResult:
+    from pipeline import dedup
+
+    return dedup.run(config, Path(source), out_dir, pmap)
+
+
+def _run_tokenize(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> StageResult:
+    from pipeline import tokenize
+
+    return tokenize.run(config, Path(source), out_dir, pmap)
+
+
+RUNNERS: dict[str, Callable[[Any, Any, Path, ParallelMap], StageResult]] = {
+    "crawl": _run_crawl,
+    "extract": _run_extract,
+    "filter": _run_filter,
+    "dedup": _run_dedup,
+    "tokenize": _run_tokenize,
+}
+
+
+def execute(
+    stage: str, config: BaseModel, source: Any, out_dir: Path, pmap: ParallelMap = serial_map
+) -> StageResult:
+    """Run one data stage into `out_dir`.
+
+    `source` is what the stage reads: for crawl an optional progress callback; for extract a
+    list of WARC files; otherwise the documents folder (`<version>/data`) of the upstream stage.
+    """
+    return RUNNERS[stage](config, source, out_dir, pmap)
+
+
+def documents_dir(version_path: Path) -> Path:
+    """Where a document stage's kept documents live inside its version."""
+    return version_path / "data"
+
+
+def warc_files_of(version_path: Path) -> list[Path]:
+    """The WARC files a crawl version wrote."""
+    return sorted((version_path / "warc").glob("*.warc.gz"))
+
+
+def resolve_source(
+    stage: str,
+    config: Any,
+    upstream: Version | None,
+) -> tuple[Any, list[dict[str, str]]]:
+    """What `stage` reads and how that input enters its version id.
+
+    `config` is the whole PipelineConfig; `upstream` the version of `spec(stage).upstream`
+    (None for crawl, and for extract when the source is existing WARC files).
+    """
+    if stage == "crawl":
+        return None, [{"source": "seeds", "snapshot": config.source.snapshot}]
+    if stage == "extract" and config.source.kind == "warc":
+        from pipeline.warc import list_warc_files
+
+        if not config.source.warc_paths:
+            raise DataError("config error: source.warc_paths: empty while source.kind = 'warc'")
+        files = [f for p in config.source.warc_paths for f in list_warc_files(Path(p))]
+        return files, [source_input(files)]
+    if upstream is None:
+        raise DataError(f"stage '{stage}' needs the output of '{spec(stage).upstream}'")
+    if stage == "extract":
+        return warc_files_of(upstream.path), [version_input(upstream)]
+    return documents_dir(upstream.path), [version_input(upstream)]
+
+
+def load_version(storage: Any, ref: dict[str, Any]) -> Version:
+    """A version from a summary dict (`{"stage": ..., "version_id": ...}`), as flows pass them."""
+    from pipeline.storage import load_version as load
+
+    return load(storage, ref["stage"], ref["version_id"])
+
+
+def standalone_source(stage: str, input_path: Path) -> Any:
+    """What `llmforge stage NAME --input PATH` reads: WARC file(s) or a documents folder."""
+    if stage == "extract":
+        from pipeline.warc import list_warc_files
+
+        return list_warc_files(input_path)
+    if stage in ("filter", "dedup", "tokenize"):
+        if not input_path.exists():
+            raise DataError(f"{input_path}: no such file or directory")
+        # Accept a version directory (documents under data/) as well as a bare shard folder.
+        return documents_dir(input_path) if (input_path / "data").is_dir() else input_path
+    raise DataError(f"stage '{stage}' cannot run on --input (use --run RUN_ID)")
+
+
+def run_standalone(
+    stage: str, config: BaseModel, input_path: Path, output_path: Path, pmap: ParallelMap
+) -> dict[str, Any]:
+    """Run one stage from a path into a path, committed atomically like a version."""
+    from pipeline.storage import Storage, build_version
+
+    source = standalone_source(stage, input_path)
+    files = source if isinstance(source, list) else sorted(Path(source).glob("part-*.parquet"))
+    if output_path.exists() and any(output_path.iterdir()):
+        raise DataError(f"{output_path}: output folder exists and is not empty")
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    work = Storage.at(output_path.parent / f".{output_path.name}.llmforge")
+    version = build_version(
+        work,
+        plan(stage, config, [source_input(list(files))]),
+        lambda out: execute(stage, config, source, out, pmap),
+    )
+    output_path.rmdir() if output_path.exists() else None
+    version.path.rename(output_path)
+    import shutil
+
+    shutil.rmtree(work.root, ignore_errors=True)
+    return version.manifest

@@ -1,0 +1,272 @@
+"""Reading WARC files strictly: response records out, corrupt files refused with one line.
+
+warcio reads real-world WARC (and ARC) files well but forgives too much for a data pipeline:
+on a corrupt gzip member it prints the zlib error and stops early, on a wrong Content-Length it
+prints a warning and carries on, and a truncated last record comes out short. Each of those
+would silently lose or mangle pages, so `iter_responses` turns them into `DataError`s naming the
+file and offset (and prints nothing).
+
+    for page in iter_responses(Path("crawl.warc.gz"), stats):
+        html = decode_html(page.body, page.content_type)
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from warcio.archiveiterator import ArchiveIterator
+from warcio.exceptions import ArchiveLoadFailed
+from warcio.limitreader import LimitReader
+from warcio.statusandheaders import StatusAndHeadersParserException
+
+from pipeline.documents import DataError
+
+WARC_SUFFIXES = (".warc", ".warc.gz")
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass
+class Response:
+    """One HTTP response record: what extraction needs, body already de-chunked/decompressed."""
+
+    url: str
+    fetched_at: datetime | None  # WARC-Date, UTC
+    offset: int  # byte offset of the record in the file (of its gzip member, if compressed)
+    status: int | None  # HTTP status; None when the status line is unreadable
+    content_type: str | None  # the HTTP Content-Type header as sent
+    body: bytes
+
+
+def list_warc_files(path: Path | str) -> list[Path]:
+    """A WARC file as given, or every `*.warc` / `*.warc.gz` under a folder, sorted."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or directory")
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(WARC_SUFFIXES))
+    if not files:
+        raise DataError(f"{path}: no *.warc or *.warc.gz files in this folder")
+    return files
+
+
+class _QuietIterator(ArchiveIterator):
+    # warcio writes this warning to stderr and counts it in err_count; we raise on the count.
+    INC_RECORD = ""
+
+
+class _GzipVerifier:
+    """File wrapper that inflates every byte warcio reads, raising where warcio would only print.
+
+    Inflating twice costs ~10 ms per MB of WARC.gz here: under 1% of the time trafilatura
+    then spends on the same pages.
+    """
+
+    def __init__(self, fh: BinaryIO, path: Path):
+        self.fh, self.path = fh, path
+        self.member_start = 0
+        self._pos = 0
+        self._inflater: Any = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._fed = False  # any bytes of the current member seen
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.fh.read(size)
+        self._feed(data)
+        self._pos += len(data)
+        return data
+
+    def _feed(self, data: bytes) -> None:
+        pos = self._pos
+        while data:
+            if self._inflater.eof:  # a new gzip member starts here
+                self.member_start = pos
+                self._inflater, self._fed = zlib.decompressobj(16 + zlib.MAX_WBITS), False
+            try:
+                self._inflater.decompress(data)
+            except zlib.error as exc:
+                raise DataError(
+                    f"{self.path}: corrupt gzip member at offset {self.member_start} ({exc})"
+                ) from None
+            self._fed = True
+            rest = self._inflater.unused_data
+            pos += len(data) - len(rest)
+            data = rest
+
+    def check_complete(self) -> None:
+        if self._fed and not self._inflater.eof:
+            raise DataError(
+                f"{self.path}: truncated gzip member at offset {self.member_start} "
+                "(file ends mid-record)"
+            )
+
+
+def _content_length(record: Any) -> int:
+    """The declared record length; warcio silently treats a bad one as 0."""
+    value = record.rec_headers.get_header("Content-Length")
+    try:
+        length = int(value)
+    except (TypeError, ValueError):
+        length = -1
+    if length < 0:
+        raise ValueError(f"invalid Content-Length {value!r}")
+    return length
+
+
+def _warc_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        date = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    date = date.replace(tzinfo=UTC) if date.tzinfo is None else date.astimezone(UTC)
+    return date.replace(microsecond=0)  # the schema stores whole seconds
+
+
+def iter_responses(
+    path: Path, stats: Counter[str], max_body_bytes: int | None = None
+) -> Iterator[Response]:
+    """Yield the response records of a WARC/ARC file; count every record type in `stats`.
+
+    Bodies longer than `max_body_bytes` are cut there (the caller sees `len(body)` to decide).
+    """
+    path = Path(path)
+    try:
+        fh: Any = open(path, "rb")  # noqa: SIM115 - closed in finally, generator-safe
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open ({exc.strerror})") from None
+    try:
+        verifier = _GzipVerifier(fh, path) if fh.read(2) == _GZIP_MAGIC else None
+        fh.seek(0)
+        records = _QuietIterator(verifier or fh, arc2warc=True)
+        offset = 0  # blamed in errors: the record being read, else the next one to parse
+        try:
+            for record in records:
+                offset = records.offset  # this record's start
+                _content_length(record)
+                stats["records"] += 1
+                stats[f"records_{record.rec_type}"] += 1
+                body = None
+                if record.rec_type == "response":
+                    stream = record.content_stream()
+                    body = stream.read() if max_body_bytes is None else stream.read(max_body_bytes)
+                records.get_record_offset()  # reads to the record's end, checking what follows
+                if records.err_count:
+                    raise ValueError("record length does not match its Content-Length")
+                if isinstance(record.raw_stream, LimitReader) and record.raw_stream.limit > 0:
+                    raise ValueError("record cut short: file truncated")
+                start, offset = offset, records.offset
+                if body is not None:
+                    yield _response(path, record, start, body)
+            if verifier is not None:
+                verifier.check_complete()
+        except (ArchiveLoadFailed, StatusAndHeadersParserException, ValueError, EOFError) as exc:
+            raise DataError(f"{path}: corrupt WARC{_near(offset)}: {_one_line(exc)}") from None
+        except zlib.error as exc:
+            raise DataError(f"{path}: corrupt gzip data{_near(offset)} ({exc})") from None
+    finally:
+        fh.close()
+
+
+def _near(offset: int) -> str:
+    # warcio's offsets go negative in a single-stream gzip, where they mean nothing.
+    return f" near offset {offset}" if offset >= 0 else ""
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    if "non-chunked gzip" in text:  # warcio's 10-line explanation, in short
+        return "one gzip stream for many records, not one member each (fix: warcio recompress)"
+    return text[:200] or type(exc).__name__
+
+
+def _response(path: Path, record: Any, offset: int, body: bytes) -> Response:
+    headers = record.rec_headers
+    url = headers.get_header("WARC-Target-URI")
+    if not url:
+        raise DataError(f"{path}: response record at offset {offset} has no WARC-Target-URI")
+    status, content_type = None, None
+    if record.http_headers is not None:
+        content_type = record.http_headers.get_header("Content-Type")
+        try:
+            status = int(record.http_headers.get_statuscode())
+        except (TypeError, ValueError):
+            status = None
+    return Response(
+        url=url,
+        fetched_at=_warc_date(headers.get_header("WARC-Date")),
+        offset=offset,
+        status=status,
+        content_type=content_type,
+        body=body,
+    )
+
+
+def _mime_and_charset(content_type: str | None) -> tuple[str | None, str | None]:
+    if not content_type:
+        return None, None
+    mime, _, params = content_type.partition(";")
+    match = re.search(r"charset\s*=\s*[\"']?([\w.:-]+)", params, re.IGNORECASE)
+    return mime.strip().lower() or None, match.group(1) if match else None
+
+
+_HTML_START = re.compile(rb"<(!doctype\s+html|html|head|body|title|meta)\b", re.IGNORECASE)
+
+
+def is_html(content_type: str | None, body: bytes) -> bool:
+    """HTML by its declared type; when none is declared, by a tag near the start of the body."""
+    mime, _ = _mime_and_charset(content_type)
+    if mime is not None:
+        return mime in HTML_TYPES
+    return _HTML_START.search(body[:1024]) is not None
+
+
+_META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([\w.:-]+)", re.IGNORECASE)
+# WHATWG Encoding Standard: browsers decode these labels as windows-1252.
+_AS_CP1252 = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "us-ascii", "ascii"}
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def _codec(label: str | bytes | None) -> str | None:
+    if not label:
+        return None
+    name = (label.decode("ascii", "ignore") if isinstance(label, bytes) else label).lower()
+    name = "cp1252" if name in _AS_CP1252 else name
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def decode_html(body: bytes, content_type: str | None) -> str:
+    """Bytes to text, the way browsers pick the encoding, minus statistical guessing.
+
+    BOM, then the HTTP charset, then `<meta charset>` in the first 1024 bytes (the HTML
+    standard's prescan window), else UTF-8; undecodable bytes become U+FFFD.
+    """
+    for bom, name in _BOMS:
+        if body.startswith(bom):
+            return body.decode(name, errors="replace").lstrip("\ufeff")
+    meta = _META_CHARSET.search(body[:1024])
+    encoding = (
+        _codec(_mime_and_charset(content_type)[1])
+        or _codec(meta.group(1) if meta else None)
+        or "utf-8"
+    )
+    return body.decode(encoding, errors="replace")

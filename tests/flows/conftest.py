@@ -1,0 +1,31 @@
+"""A real local Prefect server for flow tests (the temporary one drops task runs)."""
+
+import pytest
+
+from flows.server import start_server, stop_server
+from pipeline.sample_server import serve_site
+from pipeline.sample_site import SampleSiteConfig, generate_site
+from pipeline.storage import Storage
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """Start `prefect server start` on 127.0.0.1 once; point the Prefect client at it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    storage = Storage.at(tmp_path_factory.mktemp("prefect-server"))
+    state = start_server(storage)
+    with temporary_settings(updates={PREFECT_API_URL: state["api_url"]}):
+        yield state
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()  # send buffered run logs before the server goes away
+    stop_server(storage)
+
+
+@pytest.fixture(scope="session")
+def sample_site(tmp_path_factory):
+    site_dir = tmp_path_factory.mktemp("site")
+    truth = generate_site(site_dir, SampleSiteConfig(seed=3))
+    with serve_site(site_dir) as base_url:
+        yield base_url, truth

@@ -1,0 +1,132 @@
+"""The parent flow end to end against a real Prefect server: records, reuse, recompute, failure."""
+
+import httpx
+import pytest
+
+from flows.pipeline import pipeline_flow
+from pipeline.config import load_config
+from pipeline.runs import RunRecord
+from pipeline.stage import EmptyStageError
+from pipeline.storage import Storage
+
+DATA_STAGES = ["crawl", "extract", "filter", "dedup", "tokenize"]
+
+
+def _config(storage_root, base_url, *overrides):
+    return load_config(
+        None,
+        [
+            f'run.storage_root="{storage_root}"',
+            "run.until=tokenize",
+            f"crawl.seeds=['{base_url}/']",
+            "crawl.delay_seconds=0",
+            "crawl.per_host_concurrency=4",
+            "tokenize.val_fraction=0.1",
+            *overrides,
+        ],
+    )
+
+
+def _api(prefect_api, path, body):
+    response = httpx.post(f"{prefect_api['api_url']}{path}", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def _child_flow_runs(prefect_api, parent_id):
+    """Stage subflow runs of one parent flow run, by flow name, with their task runs."""
+    parent_tasks = _api(
+        prefect_api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [parent_id]}}, "limit": 200}
+    )
+    task_ids = [t["id"] for t in parent_tasks]
+    children = _api(
+        prefect_api,
+        "/flow_runs/filter",
+        {"flow_runs": {"parent_task_run_id": {"any_": task_ids}}, "limit": 200},
+    )
+    flows = {f["id"]: f["name"] for f in _api(prefect_api, "/flows/filter", {"limit": 200})}
+    result = {}
+    for child in children:
+        tasks = _api(
+            prefect_api,
+            "/task_runs/filter",
+            {"flow_runs": {"id": {"any_": [child["id"]]}}, "limit": 200},
+        )
+        result[flows[child["flow_id"]]] = {"run": child, "tasks": tasks}
+    return result
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_api, sample_site, tmp_path_factory):
+    base_url, _ = sample_site
+    root = tmp_path_factory.mktemp("storage")
+    config = _config(root, base_url)
+    return root, base_url, pipeline_flow(config, "run-first")
+
+
+def test_run_records_every_stage_version(first_run):
+    root, _, record = first_run
+    assert record["status"] == "completed"
+    assert list(record["versions"]) == DATA_STAGES
+    assert not any(v["reused"] for v in record["versions"].values())
+    on_disk = RunRecord.load(Storage.at(root), "run-first").data
+    assert on_disk["versions"] == record["versions"] and on_disk["git_commit"]
+    assert on_disk["config"]["run"]["until"] == "tokenize"
+    for stage, version in record["versions"].items():
+        path = root / "versions" / stage / version["version_id"]
+        assert (path / "manifest.json").is_file(), stage
+    tokens = record["versions"]["tokenize"]["counts"]["extra"]
+    assert tokens["tokens_train"] > 10_000 and tokens["tokenizer"] == "gpt2"
+    assert list((root / "tmp").iterdir()) == []
+
+
+def test_prefect_server_recorded_every_stage_and_shard_task(prefect_api, first_run):
+    _, _, record = first_run
+    children = _child_flow_runs(prefect_api, record["prefect"]["flow_run_id"])
+    assert set(children) == set(DATA_STAGES)
+    for stage, child in children.items():
+        assert child["run"]["state_type"] == "COMPLETED", stage
+    shards = record["versions"]["extract"]["counts"]
+    # extract maps one task per WARC shard; filter and tokenize one per document shard.
+    assert len([t for t in children["filter"]["tasks"] if t["name"].startswith("filter")]) >= 1
+    assert all(t["state_type"] == "COMPLETED" for c in children.values() for t in c["tasks"])
+    assert shards["docs_out"] > 0
+
+
+def test_rerun_reuses_every_stage_and_shows_cached(prefect_api, first_run):
+    root, base_url, first = first_run
+    again = pipeline_flow(_config(root, base_url), "run-again")
+    assert all(v["reused"] for v in again["versions"].values())
+    assert {s: v["version_id"] for s, v in again["versions"].items()} == {
+        s: v["version_id"] for s, v in first["versions"].items()
+    }
+    children = _child_flow_runs(prefect_api, again["prefect"]["flow_run_id"])
+    for stage in DATA_STAGES:
+        states = [t["state_name"] for t in children[stage]["tasks"]]
+        assert states == ["Cached"], (stage, states)
+
+
+def test_threshold_change_recomputes_filter_and_after_only(first_run):
+    root, base_url, first = first_run
+    changed = pipeline_flow(
+        _config(root, base_url, "filter.gopher_quality.min_doc_words=60"), "run-changed"
+    )
+    reused = {s: v["reused"] for s, v in changed["versions"].items()}
+    assert reused == {
+        "crawl": True,
+        "extract": True,
+        "filter": False,
+        "dedup": False,
+        "tokenize": False,
+    }
+    for stage in ("filter", "dedup", "tokenize"):
+        assert changed["versions"][stage]["version_id"] != first["versions"][stage]["version_id"]
+
+
+def test_empty_stage_fails_the_flow_naming_stage_and_reasons(first_run):
+    root, base_url, _ = first_run
+    config = _config(root, base_url, "filter.language.languages=['xx']")
+    with pytest.raises(EmptyStageError, match=r"stage 'filter' kept 0 documents .*language_"):
+        pipeline_flow(config, "run-empty")
+    record = RunRecord.load(Storage.at(root), "run-empty").data
+    assert record["status"] == "failed" and "filter" in record["error"]
