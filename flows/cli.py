@@ -24,7 +24,6 @@ server_app = typer.Typer(no_args_is_help=True, help="The local Prefect server (U
 app.add_typer(runs_app, name="runs")
 app.add_typer(server_app, name="server")
 console = Console()
-err = Console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file.")]
 SetOpt = Annotated[
@@ -66,41 +65,59 @@ def _prefect(storage, no_server: bool) -> dict:
 
 
 def print_summary(record: dict[str, Any]) -> None:
-    table = Table(title=f"run {record['run_id']} ({record['status']})")
-    for column in ("stage", "version", "reused", "docs in", "docs out", "drops", "notes"):
-        table.add_column(column)
+    """Docs in/out per stage, drop reasons, tokens and model results of one run."""
+    stages = Table(title=f"run {record['run_id']} ({record['status']})")
+    for column in ("stage", "version", "reused", "docs in", "docs out", "results"):
+        stages.add_column(column, overflow="fold")
+    drops = Table(title="dropped documents by reason")
+    for column in ("stage", "reason", "docs"):
+        drops.add_column(column)
     for stage, version in record.get("versions", {}).items():
         counts = version.get("counts", {})
-        drops = counts.get("drops", {})
         extra = counts.get("extra", {})
         notes = []
         if "tokens_train" in extra:
-            notes.append(f"tokens train {extra['tokens_train']:,} / val {extra['tokens_val']:,}")
-        for key in ("final_train_loss", "val_loss", "perplexity", "bits_per_byte"):
-            if isinstance(extra.get(key), float):
-                notes.append(f"{key} {extra[key]:.3f}")
-        table.add_row(
+            notes.append(f"tokens: {extra['tokens_train']:,} train, {extra['tokens_val']:,} val")
+        for key in RESULT_KEYS:
+            if isinstance(extra.get(key), int | float):
+                notes.append(f"{key.replace('_', ' ')}: {extra[key]:.4g}")
+        model_stage = stage in ("train", "evaluate")
+        stages.add_row(
             stage,
             version["version_id"],
             "yes" if version.get("reused") else "no",
-            str(counts.get("docs_in", "")),
-            str(counts.get("docs_out", "")),
-            "\n".join(f"{k}: {v}" for k, v in sorted(drops.items(), key=lambda kv: -kv[1])),
+            "" if model_stage else f"{counts.get('docs_in', 0):,}",
+            "" if model_stage else f"{counts.get('docs_out', 0):,}",
             "\n".join(notes),
         )
-    console.print(table)
+        for reason, count in sorted(counts.get("drops", {}).items(), key=lambda kv: -kv[1]):
+            drops.add_row(stage, reason, f"{count:,}")
+    console.print(stages)
+    if drops.row_count:
+        console.print(drops)
+    for sample in (record.get("samples") or [])[:1]:
+        console.print(f"sample: {sample}")
     prefect = record.get("prefect") or {}
     if prefect.get("flow_run_url"):
-        console.print(f"Prefect UI: {prefect['flow_run_url']}")
+        console.print(f"Prefect UI: {prefect['flow_run_url']}", soft_wrap=True)
     for name, path in (record.get("artifacts") or {}).items():
-        console.print(f"{name}: {path}")
+        console.print(f"{name}: {path}", soft_wrap=True)
+
+
+RESULT_KEYS = (
+    "steps", "first_train_loss", "final_train_loss", "final_val_loss", "tokens_per_s",
+    "val_loss", "perplexity", "bits_per_byte", "hellaswag_acc", "hellaswag_acc_norm",
+)
 
 
 def _run_pipeline(cfg, no_server: bool) -> dict[str, Any]:
     storage = _storage(cfg.run.storage_root)
     server = _prefect(storage, no_server)
+    from flows.logs import quiet_known_tracebacks
     from flows.pipeline import pipeline_flow
     from pipeline.runs import new_run_id
+
+    quiet_known_tracebacks()
 
     run_id = new_run_id()
     console.print(f"run id: [bold]{run_id}[/bold]")
@@ -173,10 +190,27 @@ def _rerun_stage(name, run_id, config, set_, force, no_server) -> None:
     record = RunRecord.load(storage, run_id)
     cfg = config_from_dict(record.data["config"], set_)
     _prefect(storage, no_server)
+    from flows.logs import quiet_known_tracebacks
     from flows.rerun import rerun_stage_flow
+
+    quiet_known_tracebacks()
 
     summary = rerun_stage_flow(name, cfg, run_id, force)
     print_summary({"run_id": run_id, "status": f"rerun of {name}", "versions": {name: summary}})
+
+
+DEMO_PORT = 8737
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @app.command()
@@ -196,12 +230,12 @@ def demo(
     site_dir = storage.root / "sample-site" / f"seed-{seed}"
     if not (site_dir / "ground_truth.json").exists():
         generate_site(site_dir, SampleSiteConfig(seed=seed))
-    with serve_site(site_dir) as base_url:
-        console.print(f"sample site: {base_url} (seed {seed}, files in {site_dir})")
+    # A stable port keeps the seed URL, hence the crawl's version id, the same across demo
+    # runs, so a rerun reuses the crawl; a busy port falls back to any free one.
+    port = DEMO_PORT + seed if _port_free(DEMO_PORT + seed) else 0
+    with serve_site(site_dir, port=port) as base_url:
+        console.print(f"sample site: {base_url} (seed {seed}, files in {site_dir})", soft_wrap=True)
         cfg.crawl.seeds = [f"{base_url}/"]
-        # The port changes every time; keep it out of the crawl's version id so a rerun of
-        # the demo reuses the crawl (the site is deterministic from the seed).
-        cfg.source.snapshot = f"sample-site-seed-{seed}"
         record = _run_pipeline(cfg, no_server)
     print_summary(record)
 
@@ -273,11 +307,8 @@ def main() -> None:
     """Entry point: bad input ends with one line naming the problem, not a traceback."""
     try:
         app()
-    except (DataError, EmptyStageError) as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        sys.exit(1)
-    except RuntimeError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+    except (DataError, EmptyStageError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
+from prefect.utilities.urls import url_for
 
 from flows.data import stage_flow
 from flows.executor import shutdown_pool
@@ -53,7 +54,7 @@ def pipeline_flow(config: PipelineConfig, run_id: str | None = None) -> dict[str
     record = RunRecord.create(storage, config.model_dump(mode="json"), run_id)
     record.data["prefect"] = {
         "flow_run_id": flow_run.get_id(),
-        "flow_run_url": flow_run.get_flow_run_ui_url(),
+        "flow_run_url": url_for("flow-run", obj_id=flow_run.get_id()),
     }
     record.save()
     logger.info("run %s: stages %s", record.run_id, " → ".join(stages_to_run(config)))

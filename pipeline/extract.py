@@ -44,7 +44,6 @@ from pipeline.langid import detect_language
 from pipeline.sandbox import Sandbox, SandboxError, SandboxTimeout
 from pipeline.stage import ParallelMap, ShardResult, StageResult, serial_map
 from pipeline.warc import decode_html, is_html, iter_responses
-from pipeline.warc import list_warc_files as list_warc_files  # re-exported: the stage's input
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +51,9 @@ STAGE = "extract"
 
 
 class ExtractConfig(BaseModel):
-    """trafilatura settings as FineWeb used them: datatrove `pipeline/extractors/trafilatura.py`
-    (`Trafilatura(favour_precision=True, timeout=1, deduplicate=True)`, `include_comments=False`).
+    """trafilatura settings as FineWeb used them (REFERENCE.md): datatrove's
+    `pipeline/extractors/trafilatura.py` (favour_precision=True, deduplicate=True,
+    include_comments=False) and `extractors/base.py` (1 s per page, in a sandbox process).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -62,7 +62,7 @@ class ExtractConfig(BaseModel):
     include_comments: bool = False  # datatrove passes include_comments=False
     deduplicate: bool = True  # datatrove default: drop segments repeated across pages
     include_tables: bool = True  # trafilatura's default; datatrove/FineWeb do not change it
-    timeout_seconds: float = Field(1.0, gt=0)  # datatrove BaseExtractor(timeout=1) per page
+    timeout_seconds: float = Field(1.0, gt=0)  # datatrove BaseExtractor timeout, per page
     min_text_chars: int = Field(1, ge=0)  # shorter (stripped) text -> extract_no_text
     # Bodies beyond this many bytes -> extract_too_large; None: no limit (Common Crawl already
     # truncates payloads at 1 MiB).

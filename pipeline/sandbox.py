@@ -11,7 +11,7 @@ one pickle round trip, not a process start.
 
 Where no child can be started (inside a daemonic worker, e.g. a multiprocessing.Pool or some
 Dask setups) the function runs in-process instead, with SIGALRM as the timeout on the main
-thread and no timeout elsewhere; one warning says so.
+thread and no timeout elsewhere; one warning per process says so.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # Generous: the child only unpickles `fn` (importing its module) before it says it is ready.
 _STARTUP_TIMEOUT_S = 60.0
+_warned = False  # the in-process fallback is announced once per process
 
 
 class SandboxTimeout(Exception):
@@ -45,8 +46,9 @@ class _Alarm(BaseException):
 
 def _child_main(conn: Any, fn: Callable[..., Any]) -> None:
     """Child loop: receive an args tuple, send back ("ok", result) or ("error", message)."""
-    # The child has no logging setup, so library warnings would go to bare stderr; failures
-    # travel back through the pipe instead. Ctrl-C is the parent's business.
+    # No logging in the child: forked, it would write through the parent's handlers (some, like
+    # Prefect's, ship records via threads that do not exist here); failures travel back through
+    # the pipe instead. Ctrl-C is the parent's business.
     logging.disable(logging.CRITICAL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn.send(("ready", None))
@@ -134,9 +136,9 @@ class Sandbox:
             on_main = threading.current_thread() is threading.main_thread()
             self.mode = "alarm" if on_main and hasattr(signal, "setitimer") else "none"
             how = "SIGALRM timeout" if self.mode == "alarm" else "NO timeout (not on main thread)"
-            log.warning(
-                "sandbox: cannot start a child process (%s); running in-process, %s", exc, how
-            )
+            global _warned
+            level, _warned = (logging.DEBUG if _warned else logging.WARNING), True
+            log.log(level, "sandbox: no child process (%s); running in-process, %s", exc, how)
 
     def _start_child(self) -> None:
         ctx = _context()

@@ -1,11 +1,12 @@
 """What every quality filter shares: the measure-then-decide interface and text helpers.
 
-A filter never counts, writes or orders anything (that lives once in `stage.py`). It may
+A filter never counts, writes or orders anything (that lives once in `shard.py`). It may
 rewrite a document (`transform`, e.g. C4's line removal), then measures it (`signals`: named
-floats, kept apart so a later step can store per-document scores) and decides from those
-measurements alone (`decide`: a prefixed reason such as `gopher_short_doc`, or None to keep).
-Most decisions are a table of `Rule`s checked in order; the first rule that trips wins, as in
-datatrove, so each removed document carries exactly one reason.
+values, stored per document as attributes) and decides from those measurements alone
+(`decide`: a prefixed reason such as `gopher_short_doc`, or None to keep). Because `decide`
+sees nothing but the signals, thresholds can be re-tuned from stored attributes without
+measuring again. Most decisions are a table of `Rule`s checked in order; the first rule that
+trips wins, as in datatrove, so each removed document carries exactly one reason.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 Document = dict[str, Any]  # one row of DOCUMENT_SCHEMA
-Signals = dict[str, float]
+Signals = dict[str, float | str]  # floats, except a filter's declared `label_signals`
 
 # nltk's word_tokenize (datatrove's default) is not a dependency: a regex gets close enough for
 # ratios. A word is a run of letters/digits, allowing inner ' - . (don't, well-known, 3.14);
@@ -58,11 +59,20 @@ def find_duplicates(items: Sequence[str]) -> tuple[int, int]:
 
 
 class StepConfig(BaseModel):
-    """Base of every filter's config: one switch plus thresholds (each None disables it)."""
+    """Base of every filter's config: one switch plus thresholds (each None disables it).
+
+    `signal_fields` names the fields that change what `transform`/`signals` compute; all other
+    fields only change `decide`, so stored signals stay valid when they change.
+    """
 
     model_config = ConfigDict(extra="forbid")
+    signal_fields: ClassVar[tuple[str, ...]] = ()
 
     enabled: bool = True
+
+    def signals_key(self) -> dict[str, Any]:
+        """The settings that determine this filter's signals (JSON-serialisable)."""
+        return {name: getattr(self, name) for name in self.signal_fields}
 
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -91,13 +101,17 @@ class Rule:
         value = signals.get(self.signal)
         if limit is None or value is None:
             return None
-        return self.reason if _OPS[self.op](value, limit) else None
+        return self.reason if _OPS[self.op](float(value), limit) else None
 
 
 class DocumentFilter:
-    """One quality filter: `transform` (optional), then `signals`, then `decide`."""
+    """One filter: `transform` (optional), then `signals`, then `decide`; `finish` on kept ones."""
 
     name: ClassVar[str]  # the FilterConfig field this filter is configured by
+    signal_names: ClassVar[tuple[str, ...]]  # every key `signals` may return (attribute columns)
+    label_signals: ClassVar[frozenset[str]] = frozenset()  # signals that are strings, not floats
+    counted: ClassVar[tuple[str, ...]] = ()  # signals summed over kept documents into the counts
+    can_drop: ClassVar[bool] = True  # False for a pure rewrite (PII)
     rules: ClassVar[tuple[Rule, ...]] = ()
 
     def __init__(self, config: StepConfig):
@@ -109,6 +123,10 @@ class DocumentFilter:
 
     def signals(self, doc: Document) -> Signals:
         raise NotImplementedError
+
+    def finish(self, doc: Document) -> Document:
+        """Rewrite a document that every filter kept, on its way out (PII redaction)."""
+        return doc
 
     def decide(self, signals: Signals) -> str | None:
         for rule in self.rules:

@@ -11,6 +11,7 @@ removed ~30% of tokens (Penedo et al. 2024, Sec. 3.3); everything else as datatr
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 from pipeline.filters.base import Document, DocumentFilter, Rule, Signals, StepConfig, text_of
 
@@ -32,6 +33,19 @@ _SENTENCE_BREAK = re.compile(r"[.!?]+[\"'”’)\]]*\s+(?=\S)")
 
 
 class C4Config(StepConfig):
+    # Every switch but min_num_sentences shapes the cleaned text (lorem ipsum and "{" lines
+    # survive line removal), so only that one can be re-tuned from stored signals.
+    signal_fields: ClassVar[tuple[str, ...]] = (
+        "remove_citations",
+        "filter_no_terminal_punct",
+        "min_words_per_line",
+        "max_word_length",
+        "filter_javascript",
+        "filter_policy",
+        "filter_lorem_ipsum",
+        "filter_curly_bracket",
+    )
+
     remove_citations: bool = True  # datatrove default: strip "[1]", "[edit]", ...
     # C4 keeps only lines ending in . ? ! " ; FineWeb turned it off (Penedo et al. 2024, 3.3).
     filter_no_terminal_punct: bool = False
@@ -52,7 +66,8 @@ class C4Filter(DocumentFilter):
     """C4 line cleaning, then page rules; reasons `c4_lorem_ipsum`, `c4_curly_bracket`, ..."""
 
     name = "c4"
-    rules = (Rule("c4_sentences", "<", "min_num_sentences", "c4_too_few_sentences"),)
+    signal_names = ("sentences", "lorem_ipsum", "curly_bracket")
+    rules = (Rule("sentences", "<", "min_num_sentences", "c4_too_few_sentences"),)
 
     def keep_line(self, line: str, words: list[str]) -> bool:
         """Datatrove's per-line checks, in its order (`words` are counted before citations go).
@@ -91,14 +106,14 @@ class C4Filter(DocumentFilter):
         text = text_of(doc)
         lower = text.lower()
         return {
-            "c4_sentences": float(sum(count_sentences(line) for line in text.splitlines())),
-            "c4_lorem_ipsum": float("lorem ipsum" in lower),
-            "c4_curly_bracket": float("{" in text),
+            "sentences": float(sum(count_sentences(line) for line in text.splitlines())),
+            "lorem_ipsum": float("lorem ipsum" in lower),
+            "curly_bracket": float("{" in text),
         }
 
     def decide(self, signals: Signals) -> str | None:
-        if self.config.filter_lorem_ipsum and signals.get("c4_lorem_ipsum"):
+        if self.config.filter_lorem_ipsum and signals.get("lorem_ipsum"):
             return "c4_lorem_ipsum"
-        if self.config.filter_curly_bracket and signals.get("c4_curly_bracket"):
+        if self.config.filter_curly_bracket and signals.get("curly_bracket"):
             return "c4_curly_bracket"
         return super().decide(signals)

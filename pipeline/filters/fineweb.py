@@ -7,6 +7,8 @@ unpunctuated lines, short lines, repeated lines or one-item-per-line lists.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pipeline.filters.base import (
     DocumentFilter,
     Rule,
@@ -21,6 +23,7 @@ STOP_CHARS = (".", "'", '"', "!", "?")  # datatrove's terminal punctuation for t
 
 
 class FineWebQualityConfig(StepConfig):
+    signal_fields: ClassVar[tuple[str, ...]] = ("short_line_length",)  # shapes a signal
     # Penedo et al. 2024, Sec. 3.3 / datatrove defaults.
     line_punct_thr: float | None = 0.12  # drop if <= 12% of lines end in STOP_CHARS
     line_punct_exclude_zero: bool = False  # datatrove: True spares pages with no such line
@@ -37,20 +40,21 @@ class FineWebQualityFilter(DocumentFilter):
     """FineWeb's line rules; reasons keep datatrove's names (`fineweb_list_ratio` = newlines)."""
 
     name = "fineweb"
+    signal_names = ("line_punct_ratio", "short_line_ratio", "char_dup_ratio", "new_line_ratio")
     rules = (
-        Rule("fineweb_line_punct_ratio", "<=", "line_punct_thr", "fineweb_line_punct_ratio"),
-        Rule("fineweb_short_line_ratio", ">=", "short_line_thr", "fineweb_short_line_ratio"),
-        Rule("fineweb_char_dup_ratio", ">=", "char_duplicates_ratio", "fineweb_char_dup_ratio"),
-        Rule("fineweb_new_line_ratio", ">", "new_line_ratio", "fineweb_list_ratio"),
+        Rule("line_punct_ratio", "<=", "line_punct_thr", "fineweb_line_punct_ratio"),
+        Rule("short_line_ratio", ">=", "short_line_thr", "fineweb_short_line_ratio"),
+        Rule("char_dup_ratio", ">=", "char_duplicates_ratio", "fineweb_char_dup_ratio"),
+        Rule("new_line_ratio", ">", "new_line_ratio", "fineweb_list_ratio"),
     )
 
     def signals(self, doc) -> Signals:
         text = text_of(doc)
         lines = text.split("\n")
         out: Signals = {
-            "fineweb_line_punct_ratio": sum(line.endswith(STOP_CHARS) for line in lines)
+            "line_punct_ratio": sum(line.endswith(STOP_CHARS) for line in lines)
             / len(lines),
-            "fineweb_short_line_ratio": sum(
+            "short_line_ratio": sum(
                 len(line) <= self.config.short_line_length for line in lines
             )
             / len(lines),
@@ -58,13 +62,13 @@ class FineWebQualityFilter(DocumentFilter):
         chars = len(text) - text.count("\n")
         if chars:
             dup_chars = find_duplicates([line for line in lines if line.strip()])[1]
-            out["fineweb_char_dup_ratio"] = dup_chars / chars
+            out["char_dup_ratio"] = dup_chars / chars
         words = split_words(text)
         if words:
-            out["fineweb_new_line_ratio"] = text.count("\n") / len(words)
+            out["new_line_ratio"] = text.count("\n") / len(words)
         return out
 
     def decide(self, signals: Signals) -> str | None:
-        if self.config.line_punct_exclude_zero and signals.get("fineweb_line_punct_ratio") == 0:
-            signals = {k: v for k, v in signals.items() if k != "fineweb_line_punct_ratio"}
+        if self.config.line_punct_exclude_zero and signals.get("line_punct_ratio") == 0:
+            signals = {k: v for k, v in signals.items() if k != "line_punct_ratio"}
         return super().decide(signals)

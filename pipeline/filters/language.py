@@ -1,8 +1,10 @@
 """Language filter: keep documents in the wanted languages, identified confidently enough.
 
 The extract stage already ran py3langid and stored `language` / `language_score`; a document
-without them (older data, other sources) is identified here. It runs first because the other
-filters' word and stop-word rules only make sense for English-like text.
+without them (older data, other sources) is identified here. It runs first among the text
+filters because the others' word and stop-word rules only make sense for English-like text.
+The signals are the label and its score, not "is it wanted", so the language list is a
+threshold: changing it re-decides from stored attributes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ class LanguageFilter(DocumentFilter):
     """Reasons: `language_not_<codes>` (wrong language), `language_low_score` (unsure)."""
 
     name = "language"
+    signal_names = ("label", "score")
+    label_signals = frozenset({"label"})
 
     def __init__(self, config: LanguageConfig):
         super().__init__(config)
@@ -33,12 +37,12 @@ class LanguageFilter(DocumentFilter):
         lang, score = doc.get("language"), doc.get("language_score")
         if not lang or score is None:
             lang, score = detect_language(text_of(doc))
-        return {"language_kept": float(lang in self.keep), "language_score": float(score)}
+        return {"label": str(lang), "score": float(score)}
 
     def decide(self, signals: Signals) -> str | None:
-        if not signals["language_kept"]:
+        if signals["label"] not in self.keep:
             return self.not_kept_reason
         min_score = self.config.min_score
-        if min_score is not None and signals["language_score"] < min_score:
+        if min_score is not None and float(signals["score"]) < min_score:
             return "language_low_score"
         return None

@@ -1,5 +1,7 @@
 """A real local Prefect server for flow tests (the temporary one drops task runs)."""
 
+import logging
+
 import pytest
 
 from flows.server import start_server, stop_server
@@ -17,9 +19,8 @@ def prefect_api(tmp_path_factory):
     state = start_server(storage)
     with temporary_settings(updates={PREFECT_API_URL: state["api_url"]}):
         yield state
-        from prefect.logging.handlers import APILogHandler
-
-        APILogHandler.flush()  # send buffered run logs before the server goes away
+        for handler in logging.getLogger("prefect.flow_runs").handlers:
+            handler.flush()  # send buffered run logs before the server goes away
     stop_server(storage)
 
 

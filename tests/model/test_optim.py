@@ -1,0 +1,63 @@
+"""LR schedule shape, optimizer parameter groups, precision resolution."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from model.config import ModelConfig, TrainConfig
+from model.gpt import GPT
+from model.optim import configure_optimizer, lr_at
+from model.precision import mfu, resolve_precision
+
+
+def test_lr_schedule_shape():
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, max_steps=100, min_lr_ratio=0.1)
+    lrs = [lr_at(step, cfg) for step in range(120)]
+    warmup, decay = lrs[:10], lrs[10:100]
+    assert all(a < b for a, b in zip(warmup, warmup[1:], strict=False))  # rising
+    assert lrs[0] > 0 and lrs[9] < 1e-3
+    assert lrs[10] == pytest.approx(1e-3)  # peak right after warmup
+    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))  # cosine, never rising
+    assert lrs[55] == pytest.approx((1e-3 + 1e-4) / 2)  # halfway: mid between peak and floor
+    assert min(lrs[10:]) >= 1e-4 and lrs[100:] == [pytest.approx(1e-4)] * 20  # floor
+
+
+def test_lr_without_warmup_starts_at_peak():
+    cfg = TrainConfig(lr=3e-4, warmup_steps=0, max_steps=10)
+    assert lr_at(0, cfg) == pytest.approx(3e-4)
+
+
+def test_weight_decay_only_on_2d_weights():
+    model = GPT(ModelConfig(vocab_size=50, context_length=8, d_model=16, n_heads=2, n_layers=1))
+    model_b = GPT(
+        ModelConfig(vocab_size=50, context_length=8, d_model=16, n_heads=2, n_layers=1, bias=True)
+    )
+    for m in (model, model_b):
+        opt = configure_optimizer(m, TrainConfig(weight_decay=0.1), torch.device("cpu"))
+        decay, no_decay = opt.param_groups
+        assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+        assert all(p.dim() == 2 for p in decay["params"])
+        assert no_decay["params"] and all(p.dim() == 1 for p in no_decay["params"])
+        assert len(decay["params"]) + len(no_decay["params"]) == len(list(m.parameters()))
+
+
+def test_precision_resolution():
+    assert resolve_precision("auto", torch.device("cpu")) == "bf16"
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+    assert mfu(1e8, 1e4, None) is None
+    assert mfu(1e8, 1e4, 1e13) == pytest.approx(0.1)
+
+
+def test_config_module_does_not_import_torch():
+    """The pipeline's config loader imports model.config: it must stay torch-free."""
+    code = "import sys, model.config; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(_repo()))
+
+
+def _repo():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2]
