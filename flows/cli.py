@@ -105,8 +105,16 @@ def print_summary(record: dict[str, Any]) -> None:
 
 
 RESULT_KEYS = (
-    "steps", "first_train_loss", "final_train_loss", "final_val_loss", "tokens_per_s",
-    "val_loss", "perplexity", "bits_per_byte", "hellaswag_acc", "hellaswag_acc_norm",
+    "steps",
+    "first_train_loss",
+    "final_train_loss",
+    "final_val_loss",
+    "tokens_per_s",
+    "val_loss",
+    "perplexity",
+    "bits_per_byte",
+    "hellaswag_acc",
+    "hellaswag_acc_norm",
 )
 
 
@@ -271,6 +279,33 @@ def runs_show(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) ->
     console.print(f"run record: {record.path}")
     if record.data.get("error"):
         console.print(f"error: {record.data['error']}")
+
+
+@runs_app.command("gc")
+def runs_gc(
+    keep_last: Annotated[
+        int | None, typer.Option(help="Keep the newest N runs (default: all runs).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Say what would go; delete nothing.")] = False,
+    storage: RootOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Delete dataset versions and checkpoints no kept run references; say how much it freed."""
+    from pipeline.gc import collect_garbage, format_report
+
+    root = storage or _config(config, None).run.storage_root
+    console.print(
+        format_report(collect_garbage(_storage(root), keep_last, dry_run)), soft_wrap=True
+    )
+
+
+@runs_app.command("lineage")
+def runs_lineage(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) -> None:
+    """The chain from the model back to the source WARC files and seed URLs, with configs."""
+    from pipeline.lineage import format_lineage, lineage
+
+    root = storage or _config(config, None).run.storage_root
+    console.print(format_lineage(lineage(_storage(root), run_id)), soft_wrap=True, markup=False)
 
 
 @server_app.command("start")

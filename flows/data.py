@@ -54,6 +54,9 @@ def run_data_stage(
         logger.info("%s: reusing version %s", stage, version.version_id)
     else:
         logger.info("%s: building version %s", stage, plan.version_id)
+        if stage == "filter" and (donor := stages.retune_donor(storage, plan, config.filter)):
+            logger.info("filter: re-deciding from stored signals in %s", donor)
+            source = (source, donor)
         pmap = prefect_map(config.run)
         version = build_version(
             storage,

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from pipeline.documents import DataError
 from pipeline.stage import ParallelMap, StageResult, serial_map
-from pipeline.storage import Version, VersionPlan, code_version, fingerprint_files
+from pipeline.storage import Version, VersionPlan, code_version, fingerprint_files, short_hash
 
 COMMON_CODE = ["pipeline/documents.py", "pipeline/stage.py"]
 
@@ -44,7 +44,11 @@ SPECS: dict[str, StageSpec] = {
                 "pipeline/sandbox*.py",
             ),
         ),
-        StageSpec("filter", "extract", ("pipeline/filters/*.py", "pipeline/langid.py")),
+        StageSpec(
+            "filter",
+            "extract",
+            ("pipeline/filters/*.py", "pipeline/filters/data/*.txt", "pipeline/langid.py"),
+        ),
         StageSpec("dedup", "filter", ("pipeline/dedup/*.py",)),
         StageSpec("tokenize", "dedup", ("pipeline/tokenize.py",)),
         StageSpec("train", "tokenize", ("model/*.py",)),
@@ -94,7 +98,8 @@ def _run_extract(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> 
 def _run_filter(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> StageResult:
     from pipeline import filters
 
-    return filters.run(config, Path(source), out_dir, pmap)
+    documents, attributes_from = source if isinstance(source, tuple) else (source, None)
+    return filters.run(config, Path(documents), out_dir, pmap, attributes_from=attributes_from)
 
 
 def _run_dedup(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> StageResult:
@@ -162,7 +167,35 @@ def resolve_source(
         raise DataError(f"stage '{stage}' needs the output of '{spec(stage).upstream}'")
     if stage == "extract":
         return warc_files_of(upstream.path), [version_input(upstream)]
+    if stage == "filter":
+        from pipeline.filters import signals_config
+
+        # User blocklist files enter the id by content, not by path.
+        lists = {"source": "filter-lists", "fingerprint": short_hash(signals_config(config.filter))}
+        return documents_dir(upstream.path), [version_input(upstream), lists]
     return documents_dir(upstream.path), [version_input(upstream)]
+
+
+def retune_donor(storage: Any, plan: VersionPlan, config: BaseModel) -> Path | None:
+    """Attributes of an earlier filter version that differs only in thresholds, if any.
+
+    Re-deciding from stored signals gives the same output as a full run (tested in
+    tests/pipeline/test_filters_attributes.py), so the new version keeps its planned id and
+    only skips recomputing the signals.
+    """
+    from pipeline.filters import FilterConfig, thresholds_only_change
+    from pipeline.storage import read_json
+
+    folder = storage.versions_dir / "filter"
+    for manifest_path in sorted(folder.glob("*/manifest.json")) if folder.is_dir() else []:
+        manifest = read_json(manifest_path)
+        if manifest["inputs"][:1] != plan.inputs[:1]:
+            continue
+        if manifest["code_version"] != plan.code_version:
+            continue
+        if thresholds_only_change(FilterConfig.model_validate(manifest["config"]), config):
+            return manifest_path.parent / "attributes"
+    return None
 
 
 def load_version(storage: Any, ref: dict[str, Any]) -> Version:

@@ -52,11 +52,8 @@ class FineWebQualityFilter(DocumentFilter):
         text = text_of(doc)
         lines = text.split("\n")
         out: Signals = {
-            "line_punct_ratio": sum(line.endswith(STOP_CHARS) for line in lines)
-            / len(lines),
-            "short_line_ratio": sum(
-                len(line) <= self.config.short_line_length for line in lines
-            )
+            "line_punct_ratio": sum(line.endswith(STOP_CHARS) for line in lines) / len(lines),
+            "short_line_ratio": sum(len(line) <= self.config.short_line_length for line in lines)
             / len(lines),
         }
         chars = len(text) - text.count("\n")

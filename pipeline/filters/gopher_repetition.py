@@ -49,15 +49,15 @@ class GopherRepetitionConfig(StepConfig):
 def _rules() -> tuple[Rule, ...]:
     prefix = "gopher_repetition_"
     rules = [
-        Rule(f"gopher_{name}", ">", name, prefix + name)
+        Rule(name, ">", name, prefix + name)
         for name in ("dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac")
     ]
     rules += [
-        Rule(f"gopher_top_{n}_gram_frac", ">", f"top_{n}_gram_frac", f"{prefix}top_{n}_gram")
+        Rule(f"top_{n}_gram_frac", ">", f"top_{n}_gram_frac", f"{prefix}top_{n}_gram")
         for n in TOP_NGRAM_SIZES
     ]
     rules += [
-        Rule(f"gopher_dup_{n}_gram_frac", ">", f"dup_{n}_gram_frac", f"{prefix}dup_{n}_gram")
+        Rule(f"dup_{n}_gram_frac", ">", f"dup_{n}_gram_frac", f"{prefix}dup_{n}_gram")
         for n in DUP_NGRAM_SIZES
     ]
     return tuple(rules)
@@ -128,6 +128,7 @@ class GopherRepetitionFilter(DocumentFilter):
 
     name = "gopher_repetition"
     rules = _rules()
+    signal_names = tuple(rule.signal for rule in rules)
 
     def signals(self, doc) -> Signals:
         text = text_of(doc)
@@ -137,15 +138,15 @@ class GopherRepetitionFilter(DocumentFilter):
         out: Signals = {}
         paragraphs = _PARAGRAPH_BREAK.split(text.strip())
         dup, dup_chars = find_duplicates(paragraphs)
-        out["gopher_dup_para_frac"] = dup / len(paragraphs)
-        out["gopher_dup_para_char_frac"] = dup_chars / chars
+        out["dup_para_frac"] = dup / len(paragraphs)
+        out["dup_para_char_frac"] = dup_chars / chars
         lines = _LINE_BREAK.split(text.strip())
         dup, dup_chars = find_duplicates(lines)
-        out["gopher_dup_line_frac"] = dup / len(lines)
-        out["gopher_dup_line_char_frac"] = dup_chars / chars
+        out["dup_line_frac"] = dup / len(lines)
+        out["dup_line_char_frac"] = dup_chars / chars
         grams = NGrams(split_words(text))
         for n in TOP_NGRAM_SIZES:
-            out[f"gopher_top_{n}_gram_frac"] = grams.top_chars(n) / chars
+            out[f"top_{n}_gram_frac"] = grams.top_chars(n) / chars
         for n in DUP_NGRAM_SIZES:
-            out[f"gopher_dup_{n}_gram_frac"] = grams.dup_chars(n) / chars
+            out[f"dup_{n}_gram_frac"] = grams.dup_chars(n) / chars
         return out

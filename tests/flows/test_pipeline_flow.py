@@ -121,6 +121,8 @@ def test_threshold_change_recomputes_filter_and_after_only(first_run):
     }
     for stage in ("filter", "dedup", "tokenize"):
         assert changed["versions"][stage]["version_id"] != first["versions"][stage]["version_id"]
+    # Only a threshold changed: the filter re-decided from the stored signals.
+    assert changed["versions"]["filter"]["counts"]["extra"]["signals"] == "stored"
 
 
 def test_empty_stage_fails_the_flow_naming_stage_and_reasons(first_run):

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from pipeline.documents import DOCUMENT_SCHEMA, DataError, ShardWriter, doc_id
 from pipeline.filters import (
+    FILTERS,
     FilterConfig,
     FilterTask,
     build_filters,
@@ -21,7 +22,6 @@ from pipeline.filters import (
     filter_shard,
     run,
 )
-from pipeline.filters.stage import FILTERS
 from pipeline.stage import EmptyStageError
 from tests.conftest import shared_data
 
@@ -327,17 +327,19 @@ def test_fineweb_exclude_zero_spares_unpunctuated_pages():
 
 def test_config_enabled_flags_order_and_strictness():
     assert [f.name for f in build_filters(FilterConfig())] == [
+        "url",
         "language",
         "gopher_repetition",
         "gopher_quality",
         "c4",
         "fineweb",
-    ]
+        "pii",
+    ]  # c4_badwords is off by default
     config = FilterConfig.model_validate(
         {"gopher_quality": {"enabled": False}, "c4": {"enabled": False}}
     )
     filters = build_filters(config)
-    assert [f.name for f in filters] == ["language", "gopher_repetition", "fineweb"]
+    assert [f.name for f in filters] == ["url", "language", "gopher_repetition", "fineweb", "pii"]
     # A short but clean page now passes: Gopher's length rule and C4's sentence rule are off.
     assert filter_document(filters, make_doc("\n".join(LINES[:3])))[1] is None
     assert filter_document(build_filters(FilterConfig()), make_doc("\n".join(LINES[:3])))[1] == (
@@ -377,7 +379,12 @@ def test_filters_never_crash_on_odd_text(text):
     for step in build_filters(FilterConfig()):
         doc = step.transform(make_doc(text, None, None))
         signals = step.signals(doc)
-        assert all(isinstance(v, float) and math.isfinite(v) for v in signals.values())
+        assert set(signals) <= set(step.signal_names)
+        for key, value in signals.items():
+            if key in step.label_signals:
+                assert isinstance(value, str)
+            else:
+                assert isinstance(value, float) and math.isfinite(value)
         step.decide(signals)
     _, reason = filter_document(build_filters(FilterConfig()), make_doc(text, None, None))
     assert reason is not None  # none of these is a keepable English page
@@ -448,11 +455,7 @@ def test_run_errors(tmp_path):
 
 def test_shard_task_is_picklable_for_process_pools(tmp_path):
     write_shard(tmp_path / "part-00000.parquet", [CLEAN])
-    task = FilterTask(
-        tmp_path / "part-00000.parquet",
-        tmp_path / "data" / "part-00000.parquet",
-        tmp_path / "removed" / "part-00000.parquet",
-        FilterConfig(),
-    )
+    task = FilterTask(tmp_path / "part-00000.parquet", tmp_path / "out", FilterConfig())
     result = filter_shard(pickle.loads(pickle.dumps(task)))
     assert (result.docs_in, result.docs_out, result.drops) == (1, 1, {})
+    assert (tmp_path / "out" / "attributes" / "part-00000.parquet").is_file()

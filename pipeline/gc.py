@@ -1,0 +1,276 @@
+"""Garbage collection of the storage root: drop old runs and the versions only they used.
+
+    report = collect_garbage(Storage.at("storage"), keep_last=3, dry_run=True)
+    print(format_report(report))
+
+A version is kept when a kept run needs it: the versions its run.json lists (its pipeline and
+its reruns, and what its artifact links point to), and everything those were built from,
+followed through each manifest's "inputs" down to the crawl. Everything else under versions/
+goes, like `git gc` dropping unreachable objects. Each deletion first renames the folder into
+tmp/ (one atomic step, so a reader sees the whole version or none), then removes it.
+
+Best run between pipeline runs. A running pipeline is mostly safe: its run is kept while marked
+"running" (up to a day), versions committed since it started are spared, and its tmp/ folders
+are young. Not safe: an old version it has just found for reuse and not yet recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.documents import DataError
+from pipeline.runs import RUN_FILE
+from pipeline.storage import MANIFEST, Storage, read_json
+
+# tmp/ entries not written to for this long are leftovers of a stopped process. A stage that is
+# running writes shards (or WARC records) into its folder far more often than once an hour.
+TMP_MIN_AGE_S = 3600
+# Training work dirs (tmp/<stage>-<version id>) hold checkpoints to resume from: keep them a day
+# after their last write unless a kept run references their version.
+WORK_DIR_MIN_AGE_S = 86400
+# A run still marked "running" is kept beyond keep_last while younger than this (an older one
+# was killed without a chance to record its end).
+ACTIVE_RUN_MAX_AGE_S = 86400
+WORK_DIR_RE = re.compile(r"^([a-z_]+)-([0-9a-f]{16})$")  # Storage.work_dir: 16-hex version id
+TRASH_PREFIX = "gc-"  # versions and runs being deleted by gc; always garbage
+
+
+@dataclass
+class GcReport:
+    """What gc deleted (or, with dry_run, would delete)."""
+
+    deleted_versions: list[tuple[str, str, int]] = field(default_factory=list)  # stage, id, bytes
+    deleted_runs: list[tuple[str, int]] = field(default_factory=list)  # run id, bytes
+    deleted_tmp: list[tuple[str, int]] = field(default_factory=list)  # tmp/ entry name, bytes
+    kept_runs: int = 0
+    kept_versions: int = 0
+    dry_run: bool = False
+
+    @property
+    def freed_bytes(self) -> int:
+        return (
+            sum(b for *_, b in self.deleted_versions)
+            + sum(b for _, b in self.deleted_runs)
+            + sum(b for _, b in self.deleted_tmp)
+        )
+
+
+def human_bytes(n: int) -> str:
+    """1536 -> '1.5 KiB' (binary units, as du -h)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def tree_bytes(path: Path) -> int:
+    """Total size of the regular files under `path` (symlinks are not followed nor counted)."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return 0
+    if not stat.S_ISDIR(info.st_mode):
+        return info.st_size if stat.S_ISREG(info.st_mode) else 0
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(folder, name))
+            except FileNotFoundError:
+                continue
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return total
+
+
+def last_write(path: Path) -> float:
+    """The newest mtime anywhere under `path`: when something last wrote to it."""
+    try:
+        newest = path.lstat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+    if path.is_dir() and not path.is_symlink():
+        for folder, dirs, files in os.walk(path):
+            for name in dirs + files:
+                try:
+                    newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+                except FileNotFoundError:
+                    continue
+    return newest
+
+
+def _started(run: dict[str, Any]) -> float:
+    try:
+        return datetime.fromisoformat(str(run.get("started_at"))).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _active(run: dict[str, Any], now: float) -> bool:
+    return run.get("status") == "running" and now - _started(run) < ACTIVE_RUN_MAX_AGE_S
+
+
+def load_runs(storage: Storage) -> list[dict[str, Any]]:
+    """Every run record, newest first; an unreadable one stops gc (its needs are unknown)."""
+    if not storage.runs_dir.is_dir():
+        return []
+    runs = []
+    for folder in sorted(p for p in storage.runs_dir.iterdir() if p.is_dir()):
+        try:
+            data = read_json(folder / RUN_FILE)
+        except DataError as exc:
+            raise DataError(
+                f"gc: {exc}; cannot tell which versions run '{folder.name}' needs "
+                "(fix or remove that run folder)"
+            ) from None
+        runs.append({**data, "run_id": data.get("run_id", folder.name), "_dir": folder})
+    return sorted(runs, key=lambda r: (_started(r), str(r["run_id"])), reverse=True)
+
+
+def _run_refs(storage: Storage, run: dict[str, Any]) -> set[tuple[str, str]]:
+    """The versions a run names directly: its stages, its reruns, its artifact links."""
+    entries = list((run.get("versions") or {}).values()) + list(run.get("reruns") or [])
+    refs = {(str(e["stage"]), str(e["version_id"])) for e in entries if "version_id" in e}
+    versions = os.path.realpath(storage.versions_dir)
+    for link in (run.get("artifacts") or {}).values():
+        target = os.path.realpath(run["_dir"] / Path(link).name)  # the link in the run folder
+        parts = Path(os.path.relpath(target, versions)).parts
+        if len(parts) >= 2 and parts[0] != "..":
+            refs.add((parts[0], parts[1]))
+    return refs
+
+
+def referenced_versions(storage: Storage, runs: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """The versions `runs` name, closed over manifest "inputs" (evaluate -> ... -> crawl)."""
+    todo = [ref for run in runs for ref in _run_refs(storage, run)]
+    seen: set[tuple[str, str]] = set()
+    while todo:
+        ref = todo.pop()
+        if ref in seen:
+            continue
+        seen.add(ref)
+        folder = storage.version_dir(*ref)
+        if not folder.is_dir():
+            continue  # already gone; nothing below it can be found from here
+        try:
+            inputs = read_json(folder / MANIFEST).get("inputs") or []
+        except DataError as exc:
+            raise DataError(
+                f"gc: {exc}; cannot tell what {ref[0]} version {ref[1]} was built from"
+            ) from None
+        todo += [(str(i["stage"]), str(i["version_id"])) for i in inputs if "version_id" in i]
+    return seen
+
+
+def _all_versions(storage: Storage) -> list[tuple[str, str]]:
+    if not storage.versions_dir.is_dir():
+        return []
+    return [
+        (folder.parent.name, folder.name)
+        for folder in sorted(storage.versions_dir.glob("*/*"))
+        if folder.is_dir() and not folder.is_symlink()
+    ]
+
+
+def _tmp_garbage(storage: Storage, refs: set[tuple[str, str]], now: float) -> list[Path]:
+    """tmp/ entries no process is working in (see the age limits above)."""
+    if not storage.tmp_dir.is_dir():
+        return []
+    garbage = []
+    for entry in sorted(storage.tmp_dir.iterdir()):
+        if entry.name.startswith(TRASH_PREFIX):
+            garbage.append(entry)  # an earlier gc was stopped halfway through deleting it
+            continue
+        age = now - last_write(entry)
+        work = WORK_DIR_RE.match(entry.name)
+        if work:
+            if (work[1], work[2]) not in refs and age > WORK_DIR_MIN_AGE_S:
+                garbage.append(entry)
+        elif age > TMP_MIN_AGE_S:
+            garbage.append(entry)
+    return garbage
+
+
+def _delete(storage: Storage, path: Path, label: str) -> None:
+    """Rename `path` into tmp/ (atomic: readers see all of it or nothing), then remove it."""
+    storage.tmp_dir.mkdir(parents=True, exist_ok=True)
+    trash = storage.tmp_dir / f"{TRASH_PREFIX}{label}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return  # another gc got there first
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def collect_garbage(
+    storage: Storage, keep_last: int | None = None, dry_run: bool = False
+) -> GcReport:
+    """Delete runs beyond the newest `keep_last` (None: keep all), then unreferenced versions.
+
+    Also removes tmp/ leftovers: entries not written to for an hour, and training work dirs
+    (tmp/train-<version id>, kept to resume from) a day after their last write when no kept
+    run references that version. `dry_run` deletes nothing and reports the same.
+    """
+    if keep_last is not None and keep_last < 0:
+        raise DataError(f"gc: keep_last must be >= 0 (got {keep_last})")
+    now = time.time()
+    runs = load_runs(storage)
+    kept, dropped = [], []
+    for i, run in enumerate(runs):
+        keep = keep_last is None or i < keep_last or _active(run, now)
+        (kept if keep else dropped).append(run)
+    refs = referenced_versions(storage, kept)
+    # A running pipeline records a version just after committing it: spare versions committed
+    # since the oldest active run started, in case they are its own and not yet in its run.json.
+    active_since = min((_started(r) for r in kept if _active(r, now)), default=None)
+    report = GcReport(kept_runs=len(kept), dry_run=dry_run)
+
+    for run in dropped:
+        report.deleted_runs.append((str(run["run_id"]), tree_bytes(run["_dir"])))
+        if not dry_run:
+            _delete(storage, run["_dir"], f"run-{run['_dir'].name}")
+    for stage, version_id in _all_versions(storage):
+        folder = storage.version_dir(stage, version_id)
+        if (stage, version_id) in refs or (
+            active_since is not None and last_write(folder / MANIFEST) >= active_since - 1
+        ):
+            report.kept_versions += 1
+            continue
+        report.deleted_versions.append((stage, version_id, tree_bytes(folder)))
+        if not dry_run:
+            _delete(storage, folder, f"{stage}-{version_id}")
+    for entry in _tmp_garbage(storage, refs, now):
+        report.deleted_tmp.append((entry.name, tree_bytes(entry)))
+        if not dry_run:
+            _remove(entry)
+    return report
+
+
+def format_report(report: GcReport) -> str:
+    """The text `llmforge runs gc` prints."""
+    verb = "would delete" if report.dry_run else "deleted"
+    lines = [f"{verb} run {run_id} ({human_bytes(b)})" for run_id, b in report.deleted_runs]
+    lines += [f"{verb} {s} {v} ({human_bytes(b)})" for s, v, b in report.deleted_versions]
+    lines += [f"{verb} tmp/{name} ({human_bytes(b)})" for name, b in report.deleted_tmp]
+    lines.append(
+        f"{'would free' if report.dry_run else 'freed'} {human_bytes(report.freed_bytes)}; "
+        f"kept {report.kept_runs} runs, {report.kept_versions} versions"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,135 @@
+"""Lineage of a run: the chain from its model (or last dataset) back to the seeds or WARC files.
+
+    print(format_lineage(lineage(Storage.at("storage"), "20261122-001500-3fa2c1")))
+
+The chain follows each version's manifest "inputs", not the usual stage order, so runs that
+stop early (run.until = "tokenize") and runs that start from existing WARC files come out right.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pipeline.documents import DataError
+from pipeline.runs import RunRecord
+from pipeline.stages import SPECS
+from pipeline.storage import MANIFEST, Storage, read_json
+
+STAGE_ORDER = list(SPECS)  # crawl ... evaluate
+
+
+def _rank(stage: str) -> int:
+    return STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
+
+
+def _head(record: RunRecord) -> dict[str, Any]:
+    """The run's most downstream version: where its lineage starts."""
+    versions = list((record.data.get("versions") or {}).values())
+    if not versions:
+        status = record.data.get("status", "unknown")
+        raise DataError(f"run '{record.run_id}' recorded no versions (status: {status})")
+    return max(versions, key=lambda v: _rank(str(v["stage"])))
+
+
+def _entry(storage: Storage, record: RunRecord, stage: str, version_id: str) -> dict[str, Any]:
+    folder = storage.version_dir(stage, version_id)
+    recorded = (record.data.get("versions") or {}).get(stage) or {}
+    entry: dict[str, Any] = {
+        "stage": stage,
+        "version_id": version_id,
+        "path": str(folder),
+        "missing": not (folder / MANIFEST).is_file(),
+        "config": None,
+        "counts": recorded.get("counts", {}) if recorded.get("version_id") == version_id else {},
+        "inputs": [],
+    }
+    if entry["missing"]:
+        return entry  # deleted (gc) or never committed: only the run record's counts are left
+    manifest = read_json(folder / MANIFEST)
+    entry.update(
+        config=manifest.get("config"),
+        counts=manifest.get("counts", {}),
+        inputs=manifest.get("inputs") or [],
+        created_at=manifest.get("created_at"),
+        code_version=manifest.get("code_version"),
+    )
+    extra = entry["counts"].get("extra") or {}
+    if stage == "crawl":
+        entry["seeds"] = (entry["config"] or {}).get("seeds") or extra.get("seeds") or []
+        entry["warc_files"] = extra.get("warc_files") or []
+    sources = [dict(i) for i in entry["inputs"] if "source" in i]
+    for source in sources:
+        if stage == "extract" and source.get("source") == "files":
+            # The fingerprint is of the files' contents; their names are in the run's config.
+            source["warc_paths"] = (
+                (record.data.get("config") or {}).get("source", {}).get("warc_paths", [])
+            )
+    entry["sources"] = sources
+    return entry
+
+
+def lineage(storage: Storage, run_id: str) -> list[dict[str, Any]]:
+    """Every version behind run `run_id`'s last stage, downstream first (evaluate ... crawl).
+
+    Each entry has stage, version_id, path, missing, config, counts, inputs and sources
+    (external inputs: seeds snapshot, user WARC files with their fingerprint and paths); a
+    crawl also has its seeds and WARC files.
+    """
+    record = RunRecord.load(storage, run_id)
+    head = _head(record)
+    todo = [(str(head["stage"]), str(head["version_id"]))]
+    chain: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    while todo:
+        ref = todo.pop(0)
+        if ref in seen:
+            continue
+        seen.add(ref)
+        entry = _entry(storage, record, *ref)
+        chain.append(entry)
+        todo += [(str(i["stage"]), str(i["version_id"])) for i in entry["inputs"] if "stage" in i]
+    # Breadth-first order already runs downstream to upstream; the sort fixes diamonds
+    # (evaluate reads train and tokenize) so each stage appears once, in chain order.
+    return sorted(chain, key=lambda e: -_rank(e["stage"]))
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _counts_line(counts: dict[str, Any]) -> str:
+    text = f"docs {counts.get('docs_in', '-')} -> {counts.get('docs_out', '-')}"
+    drops = counts.get("drops") or {}
+    if drops:
+        text += " (dropped: " + ", ".join(f"{k} {v}" for k, v in drops.items()) + ")"
+    scalars = {
+        k: v for k, v in (counts.get("extra") or {}).items() if isinstance(v, int | float | str)
+    }
+    if scalars:
+        text += "; " + ", ".join(f"{k}={v}" for k, v in scalars.items())
+    return text
+
+
+def format_lineage(chain: list[dict[str, Any]]) -> str:
+    """The chain as text, one block per version, each pointing (<-) to what it was built from."""
+    lines: list[str] = []
+    for i, entry in enumerate(chain):
+        arrow = "" if i == 0 else "<- "
+        state = "  (missing: deleted or never committed)" if entry.get("missing") else ""
+        lines.append(f"{arrow}{entry['stage']} {entry['version_id']}{state}")
+        if entry.get("config") is not None:
+            lines.append(f"     config  {_compact(entry['config'])}")
+        if entry.get("counts"):
+            lines.append(f"     counts  {_counts_line(entry['counts'])}")
+        if entry.get("seeds"):
+            lines.append(f"     seeds   {', '.join(entry['seeds'])}")
+        if entry.get("warc_files"):
+            lines.append(f"     warc    {', '.join(entry['warc_files'])}")
+        for source in entry.get("sources") or []:
+            if source.get("source") == "files":
+                paths = ", ".join(source.get("warc_paths") or []) or "(paths not recorded)"
+                lines.append(f"<- WARC files {paths} (fingerprint {source.get('fingerprint')})")
+            else:
+                lines.append(f"<- source {_compact(source)}")
+    return "\n".join(lines)
