@@ -172,7 +172,7 @@ def stage(
         raise DataError("stage: give --input and --output, or --run RUN_ID")
     if resume and name != "train":
         raise DataError("stage: --resume applies to train only")
-    cfg = _config(config, set_)
+    cfg = _config(config, _stage_keys(name, set_))
     from pipeline.stage import process_map
 
     if name in ("train", "evaluate"):
@@ -188,6 +188,17 @@ def stage(
         f"{name}: {counts['docs_in']} in, {counts['docs_out']} out, drops {counts['drops']}"
         f" → {output}"
     )
+
+
+def _stage_keys(stage: str, overrides: list[str] | None) -> list[str]:
+    """For `stage NAME`, `--set key=v` may omit the stage's section: `min_doc_words` ..."""
+    from pipeline.config import PipelineConfig
+
+    sections = set(PipelineConfig.model_fields)
+    return [
+        s if s.split("=", 1)[0].split(".", 1)[0] in sections else f"{stage}.{s}"
+        for s in overrides or []
+    ]
 
 
 def _rerun_stage(name, run_id, config, set_, force, no_server) -> None:

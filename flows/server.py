@@ -76,6 +76,8 @@ def start_server(storage: Storage) -> dict:
     api_url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(storage.prefect_home), **QUIET_ENV}
     env.pop("PREFECT_API_URL", None)
+    # `--port` does not reach the UI's settings: without this its JavaScript calls :4200.
+    env["PREFECT_UI_API_URL"] = api_url
     prefect_bin = Path(sys.executable).with_name("prefect")
     command = [str(prefect_bin), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     log_path = storage.prefect_home / "server.log"
