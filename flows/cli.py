@@ -78,9 +78,11 @@ def print_summary(record: dict[str, Any]) -> None:
         notes = []
         if "tokens_train" in extra:
             notes.append(f"tokens: {extra['tokens_train']:,} train, {extra['tokens_val']:,} val")
-        for key in RESULT_KEYS:
+        if "first_loss" in extra and "last_loss" in extra:
+            notes.append(f"train loss: {extra['first_loss']:.3f} → {extra['last_loss']:.3f}")
+        for key, label in RESULT_KEYS.items():
             if isinstance(extra.get(key), int | float):
-                notes.append(f"{key.replace('_', ' ')}: {extra[key]:.4g}")
+                notes.append(f"{label}: {extra[key]:.4g}")
         model_stage = stage in ("train", "evaluate")
         stages.add_row(
             stage,
@@ -95,8 +97,9 @@ def print_summary(record: dict[str, Any]) -> None:
     console.print(stages)
     if drops.row_count:
         console.print(drops)
-    for sample in (record.get("samples") or [])[:1]:
-        console.print(f"sample: {sample}")
+    evaluation = record.get("versions", {}).get("evaluate", {}).get("counts", {}).get("extra", {})
+    for sample in evaluation.get("samples", [])[:1]:
+        console.print(f"sample: {sample['prompt']!r} → {sample['completion']!r}", soft_wrap=True)
     prefect = record.get("prefect") or {}
     if prefect.get("flow_run_url"):
         console.print(f"Prefect UI: {prefect['flow_run_url']}", soft_wrap=True)

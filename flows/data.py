@@ -13,6 +13,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.states import Completed
 
 from flows.executor import prefect_map, task_runner
+from flows.monitor import Progress
 from pipeline import stages
 from pipeline.config import PipelineConfig
 from pipeline.stage import EmptyStageError
@@ -57,13 +58,17 @@ def run_data_stage(
         if stage == "filter" and (donor := stages.retune_donor(storage, plan, config.filter)):
             logger.info("filter: re-deciding from stored signals in %s", donor)
             source = (source, donor)
-        pmap = prefect_map(config.run)
+        progress = Progress(f"{stage}-progress", f"{stage} version {plan.version_id}")
+        if stage == "crawl":
+            source = _crawl_progress(progress, config.crawl.max_pages)
+        pmap = prefect_map(config.run, progress)
         version = build_version(
             storage,
             plan,
             lambda out: stages.execute(stage, config.stage_config(stage), source, out, pmap),
             replace=force,
         )
+        progress.update(1, 1, force=True)
     counts = version.manifest["counts"]
     logger.info(
         "%s: %s docs in, %s out, drops %s",
@@ -81,6 +86,15 @@ def run_data_stage(
     if counts["docs_out"] == 0:
         raise EmptyStageError(stage, counts["drops"])
     return version
+
+
+def _crawl_progress(progress: Progress, max_pages: int):
+    """Crawl progress: pages stored against what the frontier says is reachable."""
+
+    def update(stored: int, seen: int) -> None:
+        progress.update(stored, max(stored, min(max_pages, seen)))
+
+    return update
 
 
 def _stage_flow(stage: str):

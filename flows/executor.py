@@ -15,8 +15,10 @@ from typing import Any, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from flows.monitor import Progress
 from pipeline.config import RunSettings
 from pipeline.stage import ParallelMap
 
@@ -70,8 +72,11 @@ def task_runner(settings: RunSettings) -> TaskRunner:
     return ThreadPoolTaskRunner(max_workers=settings.workers)
 
 
-def prefect_map(settings: RunSettings) -> ParallelMap:
-    """A ParallelMap that submits one Prefect task per item to the current flow's runner."""
+def prefect_map(settings: RunSettings, progress: Progress | None = None) -> ParallelMap:
+    """A ParallelMap that submits one Prefect task per item to the current flow's runner.
+
+    Every call (a stage may map several phases) advances `progress` as its shards finish.
+    """
     pool_workers = 0 if settings.executor == "dask" else settings.workers
 
     def pmap(fn: Callable[[T], R], items: Sequence[T], name: str = "shard") -> list[R]:
@@ -81,6 +86,10 @@ def prefect_map(settings: RunSettings) -> ParallelMap:
             )
             for index, item in enumerate(items)
         ]
+        for done, future in enumerate(as_completed(futures), start=1):
+            future.wait()
+            if progress is not None:
+                progress.update(done, len(futures), force=done == len(futures))
         return [future.result() for future in futures]
 
     return pmap

@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.data import reuse_version
+from flows.monitor import Progress, loss_markdown, publish_markdown
 from pipeline import stages
 from pipeline.config import PipelineConfig
 from pipeline.documents import DataError
@@ -68,7 +69,11 @@ def train_version(
         tokens.version_id,
     )
 
+    progress = Progress("train-progress", f"train version {plan.version_id}")
+
     def log(row: dict[str, Any]) -> None:
+        if "step" in row:
+            progress.update(row["step"], config.train.max_steps)
         if "val_loss" in row:
             logger.info("step %s: val loss %.4f", row.get("step"), row["val_loss"])
         elif "loss" in row:
@@ -80,13 +85,20 @@ def train_version(
                 row.get("tokens_per_s", 0),
             )
 
-    return build_version(
+    version = build_version(
         storage,
         plan,
         lambda out: _train_result(train(config.train, tokens.path, out, can_resume, log)),
         replace=force,
         work_dir=work,
     )
+    progress.update(1, 1, force=True)
+    publish_markdown(
+        "train-loss",
+        loss_markdown(version.path / "metrics.jsonl", version.path / "loss_curve.png"),
+        f"train version {version.version_id}",
+    )
+    return version
 
 
 def evaluate_version(

@@ -42,7 +42,25 @@ def summary_markdown(record: RunRecord) -> str:
             f"| {stage} | `{version['version_id']}` | {version['reused']} | "
             f"{counts.get('docs_in', '-')} | {counts.get('docs_out', '-')} | {drops} |"
         )
-    lines += ["", f"Run record: `{record.path}`"]
+    evaluation = record.data["versions"].get("evaluate", {}).get("counts", {}).get("extra", {})
+    if evaluation:
+        lines += ["", "## Evaluation", "", "| metric | value |", "|---|---:|"]
+        for key in ("val_loss", "perplexity", "bits_per_byte"):
+            if isinstance(evaluation.get(key), int | float):
+                lines.append(f"| {key.replace('_', ' ')} | {evaluation[key]:.4f} |")
+        for name, value in (evaluation.get("hellaswag") or {}).items():
+            if isinstance(value, int | float):
+                lines.append(f"| hellaswag {name} | {value:.4f} |")
+        for sample in evaluation.get("samples", [])[:2]:
+            lines += ["", f"> **{sample['prompt']}**{sample['completion']}"]
+    lines += [
+        "",
+        "## Artifacts",
+        "",
+        f"- run directory: `{record.dir}`",
+        f"- run record: `{record.path}`",
+    ]
+    lines += [f"- {name}: `{path}`" for name, path in record.data["artifacts"].items()]
     return "\n".join(lines)
 
 

@@ -132,3 +132,24 @@ def test_empty_stage_fails_the_flow_naming_stage_and_reasons(first_run):
         pipeline_flow(config, "run-empty")
     record = RunRecord.load(Storage.at(root), "run-empty").data
     assert record["status"] == "failed" and "filter" in record["error"]
+
+
+def test_stages_publish_progress_counts_and_summary_artifacts(prefect_api, first_run):
+    _, _, record = first_run
+    keys = [f"{s}-progress" for s in DATA_STAGES] + [f"{s}-counts" for s in DATA_STAGES]
+    artifacts = _api(
+        prefect_api,
+        "/artifacts/filter",
+        {"artifacts": {"key": {"any_": [*keys, "run-summary"]}}, "limit": 200},
+    )
+    by_key: dict[str, list] = {}
+    for artifact in artifacts:
+        by_key.setdefault(artifact["key"], []).append(artifact)
+    assert set(by_key) == {*keys, "run-summary"}
+    for stage in DATA_STAGES:
+        assert any(
+            a["type"] == "progress" and a["data"] == 100.0 for a in by_key[f"{stage}-progress"]
+        ), stage
+        assert by_key[f"{stage}-counts"][0]["type"] == "table"
+    summaries = [a["data"] for a in by_key["run-summary"]]
+    assert any(record["run_id"] in text and "## Artifacts" in text for text in summaries)

@@ -1,0 +1,71 @@
+"""What a person watching the Prefect UI sees while a stage runs: progress and summaries.
+
+Progress artifacts are updated at most every `MIN_INTERVAL_S` seconds (the server does not need
+an update per page or per step), and always at the end. Updates run synchronously even when
+called from inside the crawler's event loop (`_sync=True`).
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+
+MIN_INTERVAL_S = 2.0
+
+
+class Progress:
+    """A progress artifact (0-100) for one stage of one flow run."""
+
+    def __init__(self, key: str, description: str):
+        self._id = create_progress_artifact(progress=0.0, key=key, description=description)
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def update(self, done: float, total: float, force: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if not force and now - self._last < MIN_INTERVAL_S:
+                return
+            self._last = now
+        percent = 100.0 * min(done / total, 1.0) if total > 0 else 100.0
+        update_progress_artifact(artifact_id=self._id, progress=percent, _sync=True)
+
+
+def loss_markdown(metrics_path: Path, curve_png: Path, rows: int = 12) -> str:
+    """The training curve as a Markdown artifact: the PNG inline plus a table of losses."""
+    import json
+
+    lines = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
+    train = [r for r in lines if "loss" in r]
+    val = {r["step"]: r["val_loss"] for r in lines if "val_loss" in r}
+    picked = train[:: max(1, len(train) // rows)] + train[-1:] if train else []
+    table = ["| step | train loss | val loss | tokens/s |", "|---:|---:|---:|---:|"]
+    seen = set()
+    for row in picked:
+        if row["step"] in seen:
+            continue
+        seen.add(row["step"])
+        val_loss = val.get(row["step"])
+        table.append(
+            f"| {row['step']} | {row['loss']:.4f} | "
+            f"{'' if val_loss is None else f'{val_loss:.4f}'} | {row.get('tokens_per_s', 0):.0f} |"
+        )
+    parts = ["# Training loss", ""]
+    if curve_png.exists():
+        encoded = base64.b64encode(curve_png.read_bytes()).decode()
+        parts += [f"![loss curve](data:image/png;base64,{encoded})", ""]
+    parts += table + ["", f"Metrics: `{metrics_path}`"]
+    return "\n".join(parts)
+
+
+def publish_markdown(key: str, markdown: str, description: str) -> Any:
+    return create_markdown_artifact(key=key, markdown=markdown, description=description)
