@@ -59,15 +59,24 @@ def task_runner(settings: RunSettings) -> TaskRunner:
     """The task runner for data stages: threads locally, a Dask cluster when configured."""
     if settings.executor == "dask":
         try:
+            import dask
             from prefect_dask import DaskTaskRunner
         except ImportError:
             raise RuntimeError(
                 "executor 'dask' needs prefect-dask: pip install prefect-dask"
             ) from None
+        # Non-daemonic workers may start children: extraction's killable sandbox process.
+        dask.config.set({"distributed.worker.daemon": False})
         if settings.dask_address:
             return DaskTaskRunner(address=settings.dask_address)
         return DaskTaskRunner(
-            cluster_kwargs={"n_workers": settings.workers, "threads_per_worker": 1}
+            cluster_kwargs={
+                "n_workers": settings.workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "host": "127.0.0.1",
+                "dashboard_address": None,
+            }
         )
     return ThreadPoolTaskRunner(max_workers=settings.workers)
 

@@ -101,8 +101,11 @@ class NGrams:
         _, first, counts = self.first_and_counts(n)
         if not len(counts) or counts.max() < 2:
             return 0
-        top = int(np.argmax(counts))
-        start = first[top]
+        # Ties go to the n-gram seen first in the text, as Counter.most_common does in
+        # datatrove; np.unique's order follows the hash keys, which change per process.
+        tied = np.flatnonzero(counts == counts.max())
+        start = int(first[tied].min())
+        top = int(tied[np.argmin(first[tied])])
         return int(self.lengths[start : start + n].sum() + n - 1) * int(counts[top])
 
     def dup_chars(self, n: int) -> int:

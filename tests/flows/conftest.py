@@ -1,6 +1,7 @@
 """A real local Prefect server for flow tests (the temporary one drops task runs)."""
 
 import logging
+import os
 
 import pytest
 
@@ -17,10 +18,13 @@ def prefect_api(tmp_path_factory):
 
     storage = Storage.at(tmp_path_factory.mktemp("prefect-server"))
     state = start_server(storage)
+    # The environment too: Dask worker processes read it, not this process's settings context.
+    os.environ["PREFECT_API_URL"] = state["api_url"]
     with temporary_settings(updates={PREFECT_API_URL: state["api_url"]}):
         yield state
         for handler in logging.getLogger("prefect.flow_runs").handlers:
             handler.flush()  # send buffered run logs before the server goes away
+    os.environ.pop("PREFECT_API_URL", None)
     stop_server(storage)
 
 

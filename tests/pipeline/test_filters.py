@@ -459,3 +459,26 @@ def test_shard_task_is_picklable_for_process_pools(tmp_path):
     result = filter_shard(pickle.loads(pickle.dumps(task)))
     assert (result.docs_in, result.docs_out, result.drops) == (1, 1, {})
     assert (tmp_path / "out" / "attributes" / "part-00000.parquet").is_file()
+
+
+def test_top_ngram_signal_is_the_same_in_every_process():
+    """Ties between equally frequent n-grams must not depend on PYTHONHASHSEED."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    text = "red fox runs far. blue cat sits still. red fox runs far. blue cat sits still. " * 3
+    code = (
+        "import json,sys; from pipeline.filters.gopher_repetition import NGrams; "
+        "w=sys.argv[1].split(); g=NGrams(w); print(json.dumps([g.top_chars(n) for n in (2,3,4)]))"
+    )
+    outputs = set()
+    for seed in ("1", "2", "3", "4"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run(
+            [sys.executable, "-c", code, text], env=env, capture_output=True, text=True, check=True
+        )
+        outputs.add(out.stdout.strip())
+    assert len(outputs) == 1, outputs
+    assert json.loads(outputs.pop())[0] > 0
