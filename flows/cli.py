@@ -125,7 +125,7 @@ def _run_pipeline(cfg, no_server: bool) -> dict[str, Any]:
     storage = _storage(cfg.run.storage_root)
     server = _prefect(storage, no_server)
     from flows.logs import quiet_known_tracebacks
-    from flows.pipeline import pipeline_flow
+    from flows.pipeline_flow import pipeline_flow
     from pipeline.runs import new_run_id
 
     quiet_known_tracebacks()
@@ -260,6 +260,19 @@ def demo(
         cfg.crawl.seeds = [f"{base_url}/"]
         record = _run_pipeline(cfg, no_server)
     print_summary(record)
+
+
+@app.command()
+def serve(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Serve Prefect deployments from this machine: the pipeline (on `schedule.cron` if set)
+    and one deployment per stage, to rerun a stage of a recorded run from the UI's form."""
+    cfg = _config(config, set_)
+    server = _prefect(_storage(cfg.run.storage_root), no_server=False)
+    from flows.deploy import serve_deployments
+
+    if server.get("ui_url"):
+        console.print(f"Prefect UI: {server['ui_url']}/deployments", soft_wrap=True)
+    serve_deployments(cfg)
 
 
 @runs_app.command("list")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.concurrency.sync import concurrency
 
 from flows.data import reuse_version
 from flows.monitor import Progress, loss_markdown, publish_markdown
@@ -85,13 +86,15 @@ def train_version(
                 row.get("tokens_per_s", 0),
             )
 
-    version = build_version(
-        storage,
-        plan,
-        lambda out: _train_result(train(config.train, tokens.path, out, can_resume, log)),
-        replace=force,
-        work_dir=work,
-    )
+    # One training at a time per limit name (one GPU): a second scheduled run waits here.
+    with concurrency(config.run.train_concurrency_limit, occupy=1, strict=False):
+        version = build_version(
+            storage,
+            plan,
+            lambda out: _train_result(train(config.train, tokens.path, out, can_resume, log)),
+            replace=force,
+            work_dir=work,
+        )
     progress.update(1, 1, force=True)
     publish_markdown(
         "train-loss",
@@ -141,6 +144,34 @@ def train_flow(
     storage = Storage.at(config.run.storage_root)
     (tokens,) = _versions(storage, versions, "tokenize")
     version = train_version(config, tokens, force)
+    _link_artifacts(RunRecord.load(storage, run_id), version, TRAIN_ARTIFACTS)
+    return version.summary()
+
+
+def train_via_deployment(
+    config: PipelineConfig, versions: dict[str, Any], run_id: str, force: bool = False
+) -> dict[str, Any]:
+    """Train on another machine: run the `train` deployment (its own work pool) and wait.
+
+    The deployment trains into the shared storage root; its version id is a pure function of
+    config and tokens, so this side finds the model without passing results around.
+    """
+    from prefect.deployments import run_deployment
+
+    storage = Storage.at(config.run.storage_root)
+    (tokens,) = _versions(storage, versions, "tokenize")
+    parameters = {
+        "config": config.model_dump(mode="json"),
+        "versions": versions,
+        "run_id": run_id,
+        "force": force,
+    }
+    child = run_deployment(config.run.train_deployment, parameters=parameters, timeout=None)
+    if not child.state or not child.state.is_completed():
+        ended = child.state.name if child.state else "without a state"
+        raise RuntimeError(f"train deployment {config.run.train_deployment} ended {ended}")
+    plan = stages.plan("train", config.train, [stages.version_input(tokens)])
+    version = load_version(storage, "train", plan.version_id)
     _link_artifacts(RunRecord.load(storage, run_id), version, TRAIN_ARTIFACTS)
     return version.summary()
 

@@ -41,6 +41,22 @@ class RunSettings(BaseModel):
     dask_address: str | None = None  # tcp://host:8786; None with executor="dask" = LocalCluster
     # Last stage to run: "tokenize" stops after the data half.
     until: Stage = "evaluate"
+    # Train through this Prefect deployment ("train/gpu", e.g. on a GPU work pool) instead of
+    # in-process; the flow waits for it and then reads the model version it built.
+    train_deployment: str | None = None
+    # Global concurrency limit (1 slot) held while training: two scheduled runs never train on
+    # the same GPU at once. `llmforge serve` creates it.
+    train_concurrency_limit: str = "llmforge-train"
+    # Weekly crawls: dedup new documents against the dedup versions of earlier completed runs
+    # with the same run.name, so last week's pages are not admitted again.
+    dedup_against_previous_runs: bool = False
+
+
+class ScheduleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str = ""  # e.g. "0 3 * * 1" (Mondays 03:00) for `llmforge serve`; "" = no schedule
+    timezone: str = "UTC"
 
 
 class SourceConfig(BaseModel):
@@ -58,6 +74,7 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run: RunSettings = RunSettings()
+    schedule: ScheduleConfig = ScheduleConfig()
     source: SourceConfig = SourceConfig()
     crawl: CrawlConfig = CrawlConfig()
     extract: ExtractConfig = ExtractConfig()

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from flows.pipeline import pipeline_flow
+from flows.pipeline_flow import pipeline_flow
 from pipeline.config import load_config
 
 STAGES = ["extract", "filter", "dedup", "tokenize"]

@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from flows.pipeline import pipeline_flow
+from flows.pipeline_flow import pipeline_flow
 from pipeline.config import load_config
 from pipeline.runs import RunRecord
 from pipeline.stage import EmptyStageError

@@ -31,7 +31,7 @@ def browser():
 @pytest.fixture(scope="module")
 def ui_run(browser, prefect_api, sample_site, tmp_path_factory):
     """One pipeline run recorded on the server (after `browser`: skip before the slow part)."""
-    from flows.pipeline import pipeline_flow
+    from flows.pipeline_flow import pipeline_flow
 
     base_url, _ = sample_site
     config = load_config(

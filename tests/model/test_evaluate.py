@@ -101,7 +101,7 @@ def eval_result(trained_run, shakespeare_tokens, tmp_path_factory):
     out, _, _ = trained_run
     hs = write_jsonl(tmp_path_factory.mktemp("hs") / "hs.jsonl", ITEMS)
     cfg = EvalConfig(
-        eval_tokens=4096,
+        eval_tokens=2048,
         batch_size=4,
         prompts=["ROMEO:", "The king"],
         max_new_tokens=12,
@@ -119,8 +119,8 @@ def test_evaluate_end_to_end(eval_result):
     assert result["perplexity"] == pytest.approx(math.exp(result["val_loss"]))
     assert 0.5 < result["bits_per_byte"] < 5.0
     ident = result["val_set"]
-    assert ident["version_id"] == "tokens-test-v1" and ident["tokens"] == 4096
-    assert ident["targets"] == (4096 - 1) // small_cfg().model_config_for().context_length * 32
+    assert ident["version_id"] == "tokens-test-v1" and ident["tokens"] == 2048
+    assert ident["targets"] == (2048 - 1) // small_cfg().model_config_for().context_length * 32
     assert [s["prompt"] for s in result["samples"]] == cfg.prompts
     assert all(s["completion"] for s in result["samples"])
     assert "ROMEO:" in (eval_dir / "samples.txt").read_text()

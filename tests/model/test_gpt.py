@@ -100,3 +100,14 @@ def test_generate_is_seeded():
     a = model.generate(idx, 20, top_k=5, generator=torch.Generator().manual_seed(1))
     b = model.generate(idx, 20, top_k=5, generator=torch.Generator().manual_seed(1))
     assert a.shape == (1, 21) and torch.equal(a, b)
+
+
+def test_sinusoidal_input_is_scaled_embedding_plus_table():
+    """Vaswani §3.4: token embeddings x sqrt(d), plus the fixed table (seen at ln_f's input)."""
+    model = GPT(dataclasses.replace(SMALL, n_layers=0)).eval()
+    seen = {}
+    model.ln_f.register_forward_hook(lambda mod, args, out: seen.update(x=args[0]))
+    idx = torch.tensor([[3, 1, 4, 1, 5]])
+    model(idx)
+    expected = model.tok_emb(idx) * math.sqrt(32) + sinusoidal_table(16, 32)[:5]
+    assert torch.allclose(seen["x"], expected, atol=1e-6)

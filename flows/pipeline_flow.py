@@ -16,8 +16,8 @@ from prefect.utilities.urls import url_for
 
 from flows.data import stage_flow
 from flows.executor import shutdown_pool
-from flows.model import MODEL_STAGE_FLOWS
-from pipeline.config import STAGES, PipelineConfig
+from flows.model import MODEL_STAGE_FLOWS, train_via_deployment
+from pipeline.config import STAGES, PipelineConfig, config_from_dict
 from pipeline.runs import RunRecord
 from pipeline.storage import Storage
 
@@ -65,8 +65,18 @@ def summary_markdown(record: RunRecord) -> str:
 
 
 @flow(name="llmforge-pipeline", log_prints=False)
-def pipeline_flow(config: PipelineConfig, run_id: str | None = None) -> dict[str, Any]:
-    """Run every stage up to `config.run.until`, reusing versions that already exist."""
+def pipeline_flow(
+    config: PipelineConfig = PipelineConfig(),  # noqa: B008 (a pydantic default, never mutated)
+    run_id: str | None = None,
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run every stage up to `config.run.until`, reusing versions that already exist.
+
+    `overrides` (`key=value`, as `--set`) apply on top of `config`: deployments keep the
+    defaults and change a few keys from the UI form.
+    """
+    if overrides:
+        config = config_from_dict(config.model_dump(mode="json"), overrides)
     logger = get_run_logger()
     storage = Storage.at(config.run.storage_root)
     record = RunRecord.create(storage, config.model_dump(mode="json"), run_id)
@@ -79,7 +89,9 @@ def pipeline_flow(config: PipelineConfig, run_id: str | None = None) -> dict[str
     upstream: dict[str, Any] | None = None
     try:
         for stage in stages_to_run(config):
-            if stage in MODEL_STAGE_FLOWS:
+            if stage == "train" and config.run.train_deployment:
+                summary = train_via_deployment(config, record.data["versions"], record.run_id)
+            elif stage in MODEL_STAGE_FLOWS:
                 summary = MODEL_STAGE_FLOWS[stage](config, record.data["versions"], record.run_id)
             else:
                 summary = stage_flow(stage, config)(config, upstream)

@@ -1,0 +1,91 @@
+"""Deployments: the pipeline on an optional cron schedule, and one deployment per stage.
+
+`llmforge serve` serves them from this machine (`prefect.serve`); `prefect.yaml` describes the
+same for `prefect deploy` with work pools, training on its own pool (a GPU machine). A stage
+deployment reruns that stage of a recorded run: its form asks for the run id, `--set`-style
+overrides and whether to force a recompute.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.deployments.runner import EntrypointType
+from prefect.exceptions import ObjectNotFound
+
+from flows.rerun import rerun_stage_flow
+from pipeline.config import STAGES, PipelineConfig, Stage, config_from_dict
+from pipeline.runs import RunRecord
+from pipeline.storage import Storage
+
+
+@flow(name="llmforge-stage", log_prints=False)
+def stage_flow_for_deployment(
+    stage: Stage,
+    run_id: str,
+    overrides: list[str] | None = None,
+    force: bool = False,
+    storage_root: str = "storage",
+) -> dict[str, Any]:
+    """Rerun one stage of run `run_id` with its recorded config plus `overrides` (key=value)."""
+    record = RunRecord.load(Storage.at(storage_root), run_id)
+    config = config_from_dict(record.data["config"], overrides)
+    get_run_logger().info("rerunning %s of run %s (force=%s)", stage, run_id, force)
+    return rerun_stage_flow(stage, config, run_id, force)
+
+
+def ensure_concurrency_limit(name: str, limit: int = 1) -> None:
+    """Create the global concurrency limit training holds, if the server lacks it."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=limit)
+            )
+
+
+def build_deployments(config: PipelineConfig) -> list[Any]:
+    """The pipeline deployment (with the config's schedule) and one per stage."""
+    from flows.pipeline_flow import pipeline_flow
+
+    schedule: dict[str, Any] = {}
+    if config.schedule.cron:
+        from prefect.client.schemas.schedules import CronSchedule
+
+        schedule["schedule"] = CronSchedule(
+            cron=config.schedule.cron, timezone=config.schedule.timezone
+        )
+    deployments = [
+        pipeline_flow.to_deployment(
+            name=config.run.name,
+            parameters={"config": config.model_dump(mode="json")},
+            description="The whole pipeline with this configuration.",
+            # One run at a time per configuration: a slow week never overlaps the next.
+            concurrency_limit=1,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            **schedule,
+        )
+    ]
+    storage_root = str(Storage.at(config.run.storage_root).root)
+    for stage in STAGES:
+        deployments.append(
+            stage_flow_for_deployment.to_deployment(
+                name=stage,
+                parameters={"stage": stage, "storage_root": storage_root},
+                description=f"Rerun the {stage} stage of a recorded run.",
+                entrypoint_type=EntrypointType.MODULE_PATH,
+            )
+        )
+    return deployments
+
+
+def serve_deployments(config: PipelineConfig) -> None:
+    """Register and serve every deployment until interrupted (Ctrl-C)."""
+    from prefect import serve
+
+    ensure_concurrency_limit(config.run.train_concurrency_limit)
+    serve(*build_deployments(config), print_starting_message=True)

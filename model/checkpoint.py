@@ -1,0 +1,128 @@
+"""Checkpoints that resume a run exactly and load safely with `weights_only=True`.
+
+A checkpoint holds only tensors and plain containers: the model's state dict (taken from the
+unwrapped module, so no `_orig_mod.`/`module.` prefixes), optimizer and scaler states, step,
+tokens seen, RNG states (python, numpy, torch, cuda), the data cursor, the resolved configs
+as dicts, the tokenizer name and the token dataset's version id (REFERENCE, Training).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.config import ModelConfig
+from model.gpt import GPT
+from pipeline.documents import DataError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under torch.compile (`_orig_mod`) or DDP (`module`) wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step may draw from, as tensors and lists."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path | str, state: dict[str, Any]) -> Path:
+    """torch.save to a temp file beside `path`, then rename: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    """Write a small text file (JSON summaries) by temp file + rename, like the checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path | str) -> dict[str, Any]:
+    """Load on CPU with weights_only=True (no arbitrary code from pickles)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zip and runtime errors alike
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise DataError(f"{path}: not a readable checkpoint ({reason})") from None
+    if not isinstance(state, dict) or "model" not in state or "model_config" not in state:
+        raise DataError(f"{path}: not an llmforge checkpoint (no model / model_config)")
+    return state
+
+
+def check_compatible(
+    state: dict[str, Any],
+    model_cfg: ModelConfig,
+    tokenizer: str | None = None,
+    path: Path | str = CHECKPOINT_NAME,
+) -> None:
+    """Raise naming the first differences between a checkpoint and the config it should fit.
+
+    Dropout does not change the weights' shapes or meaning, so it may differ.
+    """
+    saved = state["model_config"]
+    wanted = model_cfg.to_dict()
+    diffs = [
+        f"checkpoint {key}={saved.get(key)!r} but config {key}={value!r}"
+        for key, value in wanted.items()
+        if key != "dropout" and saved.get(key) != value
+    ]
+    if tokenizer is not None and state.get("tokenizer") != tokenizer:
+        diffs.append(f"checkpoint tokenizer={state.get('tokenizer')!r} but data uses {tokenizer!r}")
+    if diffs:
+        raise DataError(f"{path}: incompatible checkpoint: " + "; ".join(diffs))
+
+
+def load_model(path: Path | str, device: torch.device | str = "cpu") -> tuple[GPT, dict]:
+    """A GPT rebuilt from a checkpoint's own config, in eval mode, plus the checkpoint dict."""
+    state = load_checkpoint(path)
+    cfg = ModelConfig.from_dict(state["model_config"])
+    model = GPT(cfg)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state

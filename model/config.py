@@ -1,0 +1,155 @@
+"""Configuration of the model, training and evaluation: no torch import here.
+
+`ModelConfig` is the architecture (a dataclass, as in nanoGPT); `TrainConfig` and `EvalConfig`
+are pydantic models so a flow or a YAML file can validate them. The pipeline's config loader
+imports this module, so it must stay cheap to import (no torch at module top).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+GPT2_VOCAB_SIZE = 50257  # tiktoken "gpt2": 50,256 BPE merges + <|endoftext|>
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = GPT2_VOCAB_SIZE
+    context_length: int = 256  # T: longest sequence the model sees
+    d_model: int = 288
+    n_heads: int = 6
+    n_layers: int = 6
+    dropout: float = 0.0
+    bias: bool = False  # biases in Linear/LayerNorm; nanoGPT: False is "a bit better and faster"
+    positional: Literal["sinusoidal", "learned"] = "sinusoidal"
+    tie_embeddings: bool = False  # share token embedding and lm_head weights (GPT-2 does)
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.positional == "sinusoidal" and self.d_model % 2:
+            raise ValueError(f"sinusoidal positions need an even d_model, got {self.d_model}")
+        if self.positional not in ("sinusoidal", "learned"):
+            raise ValueError(f"positional must be 'sinusoidal' or 'learned', got {self.positional}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return cls(**data)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # CPU demos and tests: a few hundred steps in ~2 minutes on 2 cores. The 50,257-way lm_head
+    # dominates its cost, so the body stays small.
+    "tiny": ModelConfig(context_length=64, d_model=128, n_heads=4, n_layers=2),
+    # The design documents' model: ~128 MFLOP/token (REFERENCE, Training). dropout 0.1 because
+    # local crawls are small: nanoGPT uses 0 for pretraining, 0.1+ when data is scarce.
+    "mini": ModelConfig(context_length=256, d_model=288, n_heads=6, n_layers=6, dropout=0.1),
+    # GPT-2 small (Radford et al. 2019): learned positions, tied embeddings, biases.
+    "gpt2-124m": ModelConfig(
+        context_length=1024,
+        d_model=768,
+        n_heads=12,
+        n_layers=12,
+        bias=True,
+        positional="learned",
+        tie_embeddings=True,
+    ),
+}
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+class TrainConfig(BaseModel):
+    """One training run. Defaults follow nanoGPT's GPT-2 recipe scaled to the `mini` model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: Literal["tiny", "mini", "gpt2-124m"] = "mini"
+    # Optional architecture overrides on top of the preset (None keeps the preset's value).
+    d_model: int | None = Field(default=None, gt=0)
+    n_layers: int | None = Field(default=None, gt=0)
+    n_heads: int | None = Field(default=None, gt=0)
+    context_length: int | None = Field(default=None, gt=0)
+    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
+
+    batch_size: int = Field(default=32, gt=0)  # sequences per micro-batch
+    grad_accum_steps: int = Field(default=1, gt=0)  # micro-batches per optimizer step
+    max_steps: int = Field(default=2000, gt=0)  # optimizer steps in total (resume included)
+    lr: float = Field(default=3e-4, gt=0)  # peak learning rate
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)  # cosine floor: nanoGPT min_lr = lr/10
+    warmup_steps: int = Field(default=100, ge=0)  # linear warmup (nanoGPT shakespeare: 100)
+    weight_decay: float = Field(default=0.1, ge=0)  # GPT-3 paper / nanoGPT
+    beta1: float = Field(default=0.9, ge=0, lt=1)  # nanoGPT
+    beta2: float = Field(default=0.95, ge=0, lt=1)  # GPT-3 paper / nanoGPT
+    grad_clip: float = Field(default=1.0, ge=0)  # max global grad norm, 0 disables (GPT-3)
+    precision: Precision = "auto"  # auto: bf16 on CPU and bf16-capable GPUs, else fp16
+    device: Device = "auto"
+    compile: bool = False  # torch.compile the model (+~30% on CPU for mini, REFERENCE)
+    seed: int = 1337
+    log_interval: int = Field(default=10, gt=0)  # steps between on_log calls / log lines
+    eval_interval: int = Field(default=250, gt=0)  # steps between validation losses
+    eval_tokens: int = Field(default=65536, gt=0)  # validation tokens (first of the val split)
+    checkpoint_interval: int = Field(default=250, gt=0)  # steps between checkpoint writes
+    max_seconds: float | None = Field(default=None, gt=0)  # wall-clock budget for this call
+
+    @model_validator(mode="after")
+    def _check_architecture(self) -> TrainConfig:
+        try:
+            self.model_config_for()
+        except ValueError as exc:
+            raise ValueError(f"preset {self.preset} with overrides: {exc}") from None
+        return self
+
+    def model_config_for(self, vocab_size: int | None = None) -> ModelConfig:
+        """The resolved architecture: the preset, the overrides, the dataset's vocabulary size."""
+        base = PRESETS[self.preset]
+        overrides = {
+            name: getattr(self, name)
+            for name in ("d_model", "n_layers", "n_heads", "context_length", "dropout")
+            if getattr(self, name) is not None
+        }
+        if vocab_size is not None:
+            overrides["vocab_size"] = vocab_size
+        return dataclasses.replace(base, **overrides)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.grad_accum_steps * self.model_config_for().context_length
+
+
+DEFAULT_PROMPTS = [
+    "The meaning of life is",
+    "Once upon a time,",
+    "In the news today,",
+    "ROMEO:",
+]
+
+
+class EvalConfig(BaseModel):
+    """Evaluation of one checkpoint: val loss / perplexity / bits per byte, samples, HellaSwag."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    eval_tokens: int = Field(default=65536, gt=0)  # first tokens of the val split, fixed
+    batch_size: int = Field(default=8, gt=0)
+    prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_PROMPTS))
+    max_new_tokens: int = Field(default=64, ge=0)
+    temperature: float = Field(default=0.8, gt=0)  # nanoGPT sample.py default
+    top_k: int | None = Field(default=200, gt=0)  # nanoGPT sample.py default
+    seed: int = 1337
+    hellaswag_path: str | None = None  # JSONL with ctx / endings / label; None skips it
+    hellaswag_limit: int | None = Field(default=None, gt=0)  # first N items (None: all)
+    precision: Precision = "auto"
+    device: Device = "auto"

@@ -1,0 +1,180 @@
+"""A GPT decoder in nanoGPT's shape: config, then one module per concept in reading order.
+
+Token embedding + positions (sinusoidal as in Vaswani et al. 2017, or learned as in GPT-2),
+N pre-LayerNorm blocks (causal self-attention, then a 4x GELU MLP), a final LayerNorm and an
+lm_head without bias (tied to the token embedding when the config asks).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.config import ModelConfig
+
+
+def matmul_params(cfg: ModelConfig) -> int:
+    """Weights that take part in a matmul per token: 12·d² per block plus the d·V lm_head.
+
+    The input embedding is a lookup, not a matmul, so it is excluded; the lm_head counts even
+    when tied to it. Biases and LayerNorms are negligible and excluded too.
+    """
+    per_block = 4 * cfg.d_model**2 + 8 * cfg.d_model**2  # qkv + proj, then d->4d->d
+    return cfg.n_layers * per_block + cfg.d_model * cfg.vocab_size
+
+
+def flops_per_token(cfg: ModelConfig) -> int:
+    """Training FLOPs per token (forward + backward) = 6N + 12·L·H·Q·T.
+
+    N = matmul_params(cfg), L layers, H heads, Q head size, T context: the attention term is
+    the QK^T and AV matmuls. PaLM (Chowdhery et al. 2022) appendix B, as used by nanoGPT's
+    estimate_mfu.
+    """
+    attention = 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * cfg.context_length
+    return 6 * matmul_params(cfg) + attention
+
+
+def sinusoidal_table(length: int, d_model: int) -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...) (Vaswani et al. §3.5)."""
+    position = torch.arange(length, dtype=torch.float64).unsqueeze(1)  # (T, 1)
+    inv_freq = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)
+    table = torch.zeros(length, d_model, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq)
+    return table.float()  # (T, d)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.dropout = cfg.dropout
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, 4 * cfg.d_model, bias=cfg.bias)
+        self.proj = nn.Linear(4 * cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        if cfg.positional == "learned":
+            self.pos_emb = nn.Embedding(cfg.context_length, cfg.d_model)
+        else:
+            # Derived from the config, so not saved in checkpoints (persistent=False).
+            table = sinusoidal_table(cfg.context_length, cfg.d_model)
+            self.register_buffer("pos_table", table, persistent=False)
+            self.embed_scale = math.sqrt(cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.tok_emb.weight = self.lm_head.weight  # GPT-2 / nanoGPT weight tying
+
+        self.apply(self._init_weights)
+        # GPT-2: residual projections scaled by 1/sqrt(2 * n_layers), one per residual add.
+        for name, param in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # GPT-2 init (nanoGPT): normal(0, 0.02) for Linear and Embedding weights, zero biases.
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, matmul_only: bool = False) -> int:
+        """All parameters (tied ones once), or only those counted by flops_per_token."""
+        if matmul_only:
+            return sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, V) for token ids (B, T), and the mean cross-entropy if targets given."""
+        B, T = idx.shape
+        if idx.size(1) > self.cfg.context_length:
+            raise ValueError(f"sequence of {T} tokens > context_length {self.cfg.context_length}")
+        x = self.tok_emb(idx)  # (B, T, d)
+        if self.cfg.positional == "learned":
+            x = x + self.pos_emb(torch.arange(T, device=idx.device))  # (T, d) broadcast
+        else:
+            # Vaswani et al. §3.4 scale embeddings by sqrt(d) before adding the unit-amplitude
+            # table; at GPT-2's init std 0.02 the positions would otherwise drown the tokens.
+            x = x * self.embed_scale + self.pos_table[:T]
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.view(B * T, -1).float(), targets.view(B * T))
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample max_new_tokens after idx (B, T); the context is cropped to context_length."""
+        for _ in range(max_new_tokens):
+            window = idx[:, -self.cfg.context_length :]
+            logits, _ = self(window)
+            logits = logits[:, -1, :].float() / temperature  # (B, V)
+            if top_k is not None:
+                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = F.softmax(logits, dim=-1)
+            next_token = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+            idx = torch.cat((idx, next_token), dim=1)
+        return idx

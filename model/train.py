@@ -1,0 +1,263 @@
+"""Train a GPT on a token dataset; importable, resumable, and safe to interrupt.
+
+    from model.train import train
+    summary = train(TrainConfig(preset="tiny", max_steps=300), Path("tokens/v1"), Path("runs/a"))
+
+Writes into out_dir: `checkpoint.pt` (latest, atomic), `metrics.jsonl` (one row per step, plus
+val rows), `loss_curve.png` and `train.json` (the summary returned). `resume=True` continues
+from out_dir/checkpoint.pt on exactly the batches and random numbers the run would have used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.checkpoint import (
+    CHECKPOINT_NAME,
+    atomic_write_text,
+    check_compatible,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from model.config import TrainConfig
+from model.data import TokenLoader, read_token_manifest, validation_tokens
+from model.evaluate import val_loss
+from model.gpt import GPT, flops_per_token
+from model.optim import configure_optimizer, lr_at
+from model.plots import plot_loss_curve
+from model.precision import Precision, mfu, peak_flops, setup_precision
+from pipeline.documents import DataError
+
+logger = logging.getLogger(__name__)
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss); the message says where the last good
+    checkpoint is."""
+
+
+def forward_backward(
+    model: torch.nn.Module,
+    batches: list[Batch],
+    precision: Precision,
+    scaler: torch.amp.GradScaler,
+) -> float:
+    """Accumulate gradients over micro-batches; the mean loss of the step (one host sync)."""
+    total = torch.zeros((), device=precision.device)
+    for x, y in batches:
+        x = x.to(precision.device, non_blocking=True)
+        y = y.to(precision.device, non_blocking=True)
+        with precision.autocast():
+            _, loss = model(x, y)
+        loss = loss / len(batches)  # gradients of the mean over micro-batches
+        scaler.scale(loss).backward()
+        total += loss.detach()
+    return total.item()
+
+
+def optimizer_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    grad_clip: float,
+) -> float:
+    """Unscale, clip to grad_clip (0: measure only), step, zero grads; the pre-clip grad norm."""
+    scaler.unscale_(optimizer)
+    max_norm = grad_clip if grad_clip > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    scaler.step(optimizer)  # skipped by the scaler when fp16 gradients overflowed
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm.item()
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds CUDA too
+
+
+def _read_rows(path: Path, up_to_step: int) -> list[dict[str, Any]]:
+    """metrics.jsonl rows a resumed run keeps: those at or before the checkpoint's step."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for row in rows if row.get("step", 0) <= up_to_step]
+
+
+def train(
+    cfg: TrainConfig,
+    token_dir: Path,
+    out_dir: Path,
+    resume: bool = False,
+    on_log: Callable[[dict], None] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) training to cfg.max_steps or cfg.max_seconds; the run's summary."""
+    token_dir, out_dir = Path(token_dir), Path(out_dir)
+    info = read_token_manifest(token_dir)
+    model_cfg = cfg.model_config_for(info.vocab_size)
+    T = model_cfg.context_length
+    # Data problems surface here, before any model is built.
+    loader = TokenLoader(token_dir / "train", cfg.batch_size, T, cfg.seed, info.vocab_size)
+    val = validation_tokens(token_dir, cfg.eval_tokens, min_tokens=T + 1)
+    precision = setup_precision(cfg.device, cfg.precision)
+
+    _seed_everything(cfg.seed)
+    model = GPT(model_cfg).to(precision.device)
+    optimizer = configure_optimizer(model, cfg, precision.device)
+    scaler = precision.grad_scaler()
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    metrics_path = out_dir / "metrics.jsonl"
+    step, tokens_seen, elapsed_before, resumed_from = 0, 0, 0.0, None
+    rows: list[dict[str, Any]] = []
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        check_compatible(state, model_cfg, info.tokenizer, ckpt_path)
+        if state.get("token_dataset") != info.version_id:
+            raise DataError(
+                f"{ckpt_path}: trained on token dataset {state.get('token_dataset')!r} but "
+                f"{token_dir} is {info.version_id!r}; its data cursor does not apply"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        loader.load_state_dict(state["data"])
+        step = resumed_from = int(state["step"])
+        tokens_seen, elapsed_before = int(state["tokens_seen"]), float(state["elapsed_s"])
+        set_rng_state(state["rng"])
+        rows = _read_rows(metrics_path, step)
+    elif resume:
+        logger.warning("%s not found: starting a fresh run", ckpt_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    compiled = torch.compile(model) if cfg.compile else model
+    compiled.train()
+    flops = flops_per_token(model_cfg)
+    peak = peak_flops(precision.device)
+    tokens_per_step = cfg.batch_size * cfg.grad_accum_steps * T
+    started = time.perf_counter()
+    step_time, steps_run, last_saved, stopped = 0.0, 0, resumed_from, "max_steps"
+
+    def record(row: dict[str, Any], notify: bool) -> None:
+        rows.append(row)
+        with metrics_path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        if notify and on_log is not None:
+            on_log(row)
+
+    def evaluate_now() -> None:
+        loss = val_loss(compiled, val, T, cfg.batch_size, precision)
+        logger.info("step %d | val loss %.4f", step, loss)
+        elapsed = elapsed_before + time.perf_counter() - started
+        record({"step": step, "val_loss": loss, "elapsed": round(elapsed, 3)}, notify=True)
+
+    def save() -> None:
+        nonlocal last_saved
+        state = {
+            "model": model.state_dict(),  # the unwrapped module: no _orig_mod. prefixes
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "step": step,
+            "tokens_seen": tokens_seen,
+            "elapsed_s": elapsed_before + time.perf_counter() - started,
+            "rng": rng_state(),
+            "data": loader.state_dict(),
+            "model_config": model_cfg.to_dict(),
+            "train_config": cfg.model_dump(),
+            "tokenizer": info.tokenizer,
+            "token_dataset": info.version_id,
+            "val_set": val.identity(),
+        }
+        save_checkpoint(ckpt_path, state)
+        last_saved = step
+
+    if step == 0:
+        evaluate_now()  # the untrained model's val loss anchors the curve (~ln V)
+    while step < cfg.max_steps:
+        t0 = time.perf_counter()
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batches = [loader.next_batch() for _ in range(cfg.grad_accum_steps)]
+        loss = forward_backward(compiled, batches, precision, scaler)
+        if not math.isfinite(loss):
+            where = f"{ckpt_path} (step {last_saved})" if last_saved else "none written yet"
+            raise TrainingError(f"step {step + 1}: loss is {loss}; last good checkpoint: {where}")
+        grad_norm = optimizer_step(model, optimizer, scaler, cfg.grad_clip)
+        if not math.isfinite(grad_norm) and not scaler.is_enabled():
+            where = f"{ckpt_path} (step {last_saved})" if last_saved else "none written yet"
+            raise TrainingError(
+                f"step {step + 1}: gradient norm is {grad_norm}; last good checkpoint: {where}"
+            )
+        dt = time.perf_counter() - t0
+        step, steps_run, step_time = step + 1, steps_run + 1, step_time + dt
+        tokens_seen += tokens_per_step
+        elapsed = elapsed_before + time.perf_counter() - started
+        row = {
+            "step": step,
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens_per_s": tokens_per_step / dt,
+            "mfu": mfu(flops, tokens_per_step / dt, peak),
+            "elapsed": round(elapsed, 3),
+        }
+        record(row, notify=step % cfg.log_interval == 0)
+        if step % cfg.log_interval == 0:
+            logger.info(
+                "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s",
+                *(step, cfg.max_steps, loss, lr, row["tokens_per_s"]),
+            )
+        out_of_time = cfg.max_seconds is not None and (
+            time.perf_counter() - started >= cfg.max_seconds
+        )
+        done = step == cfg.max_steps or out_of_time
+        if step % cfg.eval_interval == 0 or done:
+            evaluate_now()
+        if step % cfg.checkpoint_interval == 0 or done:
+            save()
+        if out_of_time:
+            stopped = "max_seconds"
+            break
+
+    train_rows = [r for r in rows if "loss" in r]
+    val_rows = [r for r in rows if "val_loss" in r]
+    summary = {
+        "steps": step,
+        "stopped": stopped,
+        "resumed_from": resumed_from,
+        "first_loss": train_rows[0]["loss"] if train_rows else None,
+        "last_loss": train_rows[-1]["loss"] if train_rows else None,
+        "final_val_loss": val_rows[-1]["val_loss"] if val_rows else None,
+        "tokens_seen": tokens_seen,
+        "tokens_per_s": steps_run * tokens_per_step / step_time if step_time else None,
+        "elapsed_s": round(elapsed_before + time.perf_counter() - started, 3),
+        "checkpoint": str(ckpt_path) if ckpt_path.exists() else None,
+        "params": model.num_params(),
+        "matmul_params": model.num_params(matmul_only=True),
+        "flops_per_token": flops,
+        "device": str(precision.device),
+        "precision": precision.name,
+        "model_config": model_cfg.to_dict(),
+        "train_config": cfg.model_dump(),
+        "token_dataset": info.version_id,
+        "val_set": val.identity(),
+    }
+    plot_loss_curve(rows, out_dir / "loss_curve.png", title=f"{cfg.preset} on {token_dir.name}")
+    atomic_write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
+    return summary
