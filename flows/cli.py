@@ -83,6 +83,11 @@ def print_summary(record: dict[str, Any]) -> None:
         for key, label in RESULT_KEYS.items():
             if isinstance(extra.get(key), int | float):
                 notes.append(f"{label}: {extra[key]:.4g}")
+        if isinstance(extra.get("hellaswag"), dict):
+            hs = extra["hellaswag"]
+            notes.append(
+                f"hellaswag ({hs['n']}): acc {hs['acc']:.3f}, acc_norm {hs['acc_norm']:.3f}"
+            )
         model_stage = stage in ("train", "evaluate")
         stages.add_row(
             stage,

@@ -95,6 +95,8 @@ def pipeline_flow(
                 summary = MODEL_STAGE_FLOWS[stage](config, record.data["versions"], record.run_id)
             else:
                 summary = stage_flow(stage, config)(config, upstream)
+            # Subflows may have written to run.json too (artifact links): reload, then add.
+            record = RunRecord.load(storage, record.run_id)
             record.add_version(summary)
             upstream = summary
     except BaseException as exc:

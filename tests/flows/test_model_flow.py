@@ -1,0 +1,82 @@
+"""Tokenize → train → evaluate inside the parent flow: versioned, linked, reused on rerun."""
+
+import json
+import math
+
+import pytest
+
+from flows.pipeline_flow import pipeline_flow
+from pipeline.config import load_config
+
+HELLASWAG = [
+    {"ctx": "The cat sat on the", "endings": ["mat.", "moon.", "idea.", "seven."], "label": 0},
+    {
+        "ctx": "She opened the door and",
+        "endings": ["walked in.", "blue.", "of.", "the."],
+        "label": 0,
+    },
+    {
+        "ctx": "Researchers said that",
+        "endings": ["the.", "results were clear.", "and.", "of."],
+        "label": 1,
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def model_run(prefect_api, sample_site, tmp_path_factory):
+    base_url, _ = sample_site
+    root = tmp_path_factory.mktemp("model-storage")
+    hellaswag = root / "hellaswag.jsonl"
+    hellaswag.write_text("".join(json.dumps(item) + "\n" for item in HELLASWAG))
+    overrides = [
+        f'run.storage_root="{root}"',
+        f"crawl.seeds=['{base_url}/']",
+        "crawl.delay_seconds=0",
+        "tokenize.val_fraction=0.1",
+        "train.preset=tiny",
+        "train.context_length=32",
+        "train.batch_size=4",
+        "train.max_steps=12",
+        "train.warmup_steps=2",
+        "train.eval_interval=6",
+        "train.checkpoint_interval=6",
+        "train.eval_tokens=512",
+        "train.log_interval=3",
+        "evaluate.eval_tokens=512",
+        "evaluate.max_new_tokens=8",
+        f'evaluate.hellaswag_path="{hellaswag}"',
+    ]
+    config = load_config(None, overrides)
+    return root, config, pipeline_flow(config, "model-run")
+
+
+def test_train_and_evaluate_run_as_versioned_subflows(model_run):
+    root, _, record = model_run
+    assert record["status"] == "completed"
+    assert list(record["versions"])[-2:] == ["train", "evaluate"]
+    train = record["versions"]["train"]["counts"]["extra"]
+    assert train["steps"] == 12 and math.isfinite(train["final_val_loss"])
+    evaluation = record["versions"]["evaluate"]["counts"]["extra"]
+    assert math.isfinite(evaluation["val_loss"]) and evaluation["perplexity"] > 1
+    assert 0 < evaluation["bits_per_byte"] < 20
+    assert evaluation["hellaswag"]["n"] == 3
+    assert len(evaluation["samples"]) == len(load_config().evaluate.prompts)
+    run_dir = root / "runs" / "model-run"
+    for name in ("checkpoint.pt", "metrics.jsonl", "loss_curve.png", "eval.json", "samples.txt"):
+        assert (run_dir / name).is_file(), name  # symlinks into the versions resolve
+        assert record["artifacts"][name] == str(run_dir / name)
+    checkpoint_version = (run_dir / "checkpoint.pt").resolve().parent
+    assert checkpoint_version.name == record["versions"]["train"]["version_id"]
+    # run.json says exactly which token dataset trained the model.
+    manifest = json.loads((checkpoint_version / "manifest.json").read_text())
+    assert manifest["inputs"] == [
+        {"stage": "tokenize", "version_id": record["versions"]["tokenize"]["version_id"]}
+    ]
+
+
+def test_rerun_reuses_the_trained_model(model_run):
+    _, config, first = model_run
+    again = pipeline_flow(config, "model-run-again")
+    assert again["versions"]["train"]["reused"] and again["versions"]["evaluate"]["reused"]
+    assert again["versions"]["train"]["version_id"] == first["versions"]["train"]["version_id"]
