@@ -47,6 +47,8 @@ def run_data_stage(
     """Reuse the stage's version if it exists, else build it with one task per shard."""
     logger = get_run_logger()
     storage = Storage.at(config.run.storage_root)
+    if stage == "dedup" and config.dedup.against and upstream is not None:
+        config = stages.without_same_input(config, upstream)
     source, inputs = stages.resolve_source(stage, config, upstream)
     plan = stages.plan(stage, config.stage_config(stage), inputs)
     version = None if force else find_version(storage, plan)

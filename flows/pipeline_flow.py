@@ -18,7 +18,8 @@ from flows.data import stage_flow
 from flows.executor import shutdown_pool
 from flows.model import MODEL_STAGE_FLOWS, train_via_deployment
 from pipeline.config import STAGES, PipelineConfig, config_from_dict
-from pipeline.runs import RunRecord
+from pipeline.runs import RunRecord, earlier_versions
+from pipeline.stage import EmptyStageError
 from pipeline.storage import Storage
 
 
@@ -26,6 +27,21 @@ def stages_to_run(config: PipelineConfig) -> list[str]:
     first = "extract" if config.source.kind == "warc" else "crawl"
     chain = STAGES[STAGES.index(first) : STAGES.index(config.run.until) + 1]
     return list(chain)
+
+
+def with_earlier_dedup_versions(
+    config: PipelineConfig, storage: Storage, run_id: str
+) -> PipelineConfig:
+    """Dedup against the dedup versions of earlier runs with the same name (weekly crawls)."""
+    earlier = earlier_versions(storage, config.run.name, "dedup", run_id)
+    config = config.model_copy(deep=True)
+    config.dedup.against = [str(path) for path in earlier]
+    return config
+
+
+def only_seen_before(error: EmptyStageError) -> bool:
+    """True when every dropped document duplicated one of an earlier version."""
+    return bool(error.drops) and all(reason.endswith("_previous") for reason in error.drops)
 
 
 def summary_markdown(record: RunRecord) -> str:
@@ -87,6 +103,8 @@ def pipeline_flow(
     record.save()
     logger.info("run %s: stages %s", record.run_id, " → ".join(stages_to_run(config)))
     upstream: dict[str, Any] | None = None
+    if config.run.dedup_against_previous_runs:
+        config = with_earlier_dedup_versions(config, storage, record.run_id)
     try:
         for stage in stages_to_run(config):
             if stage == "train" and config.run.train_deployment:
@@ -94,7 +112,16 @@ def pipeline_flow(
             elif stage in MODEL_STAGE_FLOWS:
                 summary = MODEL_STAGE_FLOWS[stage](config, record.data["versions"], record.run_id)
             else:
-                summary = stage_flow(stage, config)(config, upstream)
+                try:
+                    summary = stage_flow(stage, config)(config, upstream)
+                except EmptyStageError as exc:
+                    if not only_seen_before(exc):
+                        raise
+                    # Every new document was seen in an earlier run: nothing new to train on.
+                    logger.info("%s: no new documents since earlier runs; stopping here", stage)
+                    record = RunRecord.load(storage, record.run_id)
+                    record.data["note"] = f"no new documents after {stage}: {exc}"
+                    break
             # Subflows may have written to run.json too (artifact links): reload, then add.
             record = RunRecord.load(storage, record.run_id)
             record.add_version(summary)

@@ -123,3 +123,23 @@ def list_runs(storage: Storage) -> list[dict[str, Any]]:
         except DataError as exc:
             runs.append({"run_id": path.parent.name, "status": "unreadable", "error": str(exc)})
     return runs
+
+
+def earlier_versions(storage: Storage, run_name: str, stage: str, before_run: str) -> list[Path]:
+    """Paths of `stage` versions used by earlier completed runs named `run_name`, oldest first.
+
+    Incremental dedup compares a new crawl against these, so pages admitted in an earlier week
+    are not admitted again.
+    """
+    paths: list[Path] = []
+    for record in sorted(list_runs(storage), key=lambda r: r.get("started_at") or ""):
+        if record.get("run_id") == before_run or record.get("status") != "completed":
+            continue
+        if (record.get("config") or {}).get("run", {}).get("name") != run_name:
+            continue
+        version = (record.get("versions") or {}).get(stage)
+        if version:
+            path = storage.version_dir(stage, version["version_id"])
+            if path.is_dir() and path not in paths:
+                paths.append(path)
+    return paths

@@ -242,3 +242,21 @@ def run_standalone(
 
     shutil.rmtree(work.root, ignore_errors=True)
     return version.manifest
+
+
+def without_same_input(config: Any, upstream: Version) -> Any:
+    """Drop earlier dedup versions built from this very input from `dedup.against`.
+
+    A rerun of the same week must reuse its own dedup version, not find every document
+    "seen before" in it.
+    """
+    from pipeline.storage import read_json
+
+    kept = []
+    for path in config.dedup.against:
+        manifest = read_json(Path(path) / "manifest.json")
+        if manifest.get("inputs", [{}])[0].get("version_id") != upstream.version_id:
+            kept.append(path)
+    config = config.model_copy(deep=True)
+    config.dedup.against = kept
+    return config
