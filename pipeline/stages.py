@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,11 @@ def warc_files_of(version_path: Path) -> list[Path]:
     return sorted((version_path / "warc").glob("*.warc.gz"))
 
 
+def snapshot_label(snapshot: str, now: datetime | None = None) -> str:
+    """`source.snapshot` with strftime codes filled in: "%G-W%V" gives one crawl per ISO week."""
+    return (now or datetime.now(UTC)).strftime(snapshot) if "%" in snapshot else snapshot
+
+
 def resolve_source(
     stage: str,
     config: Any,
@@ -155,7 +161,7 @@ def resolve_source(
     (None for crawl, and for extract when the source is existing WARC files).
     """
     if stage == "crawl":
-        return None, [{"source": "seeds", "snapshot": config.source.snapshot}]
+        return None, [{"source": "seeds", "snapshot": snapshot_label(config.source.snapshot)}]
     if stage == "extract" and config.source.kind == "warc":
         from pipeline.warc import list_warc_files
 

@@ -69,3 +69,13 @@ def test_bad_files_name_the_file(tmp_path):
     typo.write_text("[dedup]\nnum_perms = 64\n")
     with pytest.raises(ConfigError, match="dedup.num_perms: unknown key"):
         load_config(typo)
+
+
+def test_snapshot_label_formats_dates():
+    from datetime import UTC, datetime
+
+    from pipeline.stages import snapshot_label
+
+    monday = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
+    assert snapshot_label("%G-W%V", monday) == "2026-W48"
+    assert snapshot_label("fixed", monday) == "fixed"
