@@ -112,21 +112,21 @@ def print_summary(record: dict[str, Any]) -> None:
         console.print(f"{name}: {path}", soft_wrap=True)
 
 
-RESULT_KEYS = (
-    "steps",
-    "first_train_loss",
-    "final_train_loss",
-    "final_val_loss",
-    "tokens_per_s",
-    "val_loss",
-    "perplexity",
-    "bits_per_byte",
-    "hellaswag_acc",
-    "hellaswag_acc_norm",
-)
+RESULT_KEYS = {
+    "steps": "steps",
+    "final_val_loss": "val loss",
+    "tokens_per_s": "tokens/s",
+    "val_loss": "val loss",
+    "perplexity": "perplexity",
+    "bits_per_byte": "bits per byte",
+}
 
 
 def _run_pipeline(cfg, no_server: bool) -> dict[str, Any]:
+    from flows.pipeline_flow import stages_to_run
+    from pipeline.stages import preflight
+
+    preflight(cfg, stages_to_run(cfg))  # bad seeds, paths, tokenizer: fail before any work
     storage = _storage(cfg.run.storage_root)
     server = _prefect(storage, no_server)
     from flows.logs import quiet_known_tracebacks
@@ -329,6 +329,16 @@ def runs_gc(
     console.print(
         format_report(collect_garbage(_storage(root), keep_last, dry_run)), soft_wrap=True
     )
+
+
+@runs_app.command("report")
+def runs_report(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) -> None:
+    """(Re)build a run's data report: funnel, drop reasons with samples, signal histograms."""
+    from pipeline.report import build_report
+
+    root = storage or _config(config, None).run.storage_root
+    paths = build_report(_storage(root), run_id)
+    console.print(f"report: {paths.html}\nmarkdown: {paths.markdown}", soft_wrap=True)
 
 
 @runs_app.command("lineage")

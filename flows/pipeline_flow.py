@@ -18,8 +18,10 @@ from flows.data import stage_flow
 from flows.executor import shutdown_pool
 from flows.model import MODEL_STAGE_FLOWS, train_via_deployment
 from pipeline.config import STAGES, PipelineConfig, config_from_dict
+from pipeline.report import build_report
 from pipeline.runs import RunRecord, earlier_versions
 from pipeline.stage import EmptyStageError
+from pipeline.stages import preflight
 from pipeline.storage import Storage
 
 
@@ -93,6 +95,7 @@ def pipeline_flow(
     """
     if overrides:
         config = config_from_dict(config.model_dump(mode="json"), overrides)
+    preflight(config, stages_to_run(config))
     logger = get_run_logger()
     storage = Storage.at(config.run.storage_root)
     record = RunRecord.create(storage, config.model_dump(mode="json"), run_id)
@@ -131,6 +134,9 @@ def pipeline_flow(
         raise
     finally:
         shutdown_pool()
+    report = build_report(storage, record.run_id)
+    record.add_artifacts({"report.html": str(report.html), "report.md": str(report.markdown)})
+    logger.info("data report: %s", report.html)
     record.finish("completed")
     create_markdown_artifact(
         key="run-summary", markdown=summary_markdown(record), description=record.run_id

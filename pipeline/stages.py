@@ -266,3 +266,21 @@ def without_same_input(config: Any, upstream: Version) -> Any:
     config = config.model_copy(deep=True)
     config.dedup.against = kept
     return config
+
+
+def preflight(config: Any, stages: list[str]) -> None:
+    """Check the cheap things before any work starts, so bad input fails in one line at once:
+    seed URLs, WARC paths, the tokenizer's BPE files, the HellaSwag file."""
+    if "crawl" in stages:
+        from pipeline.crawl import load_seeds
+
+        load_seeds(config.crawl)
+    if "extract" in stages and config.source.kind == "warc":
+        resolve_source("extract", config, None)
+    if "tokenize" in stages:
+        from pipeline.tokenize import get_encoding
+
+        get_encoding(config.tokenize.encoding)
+    path = config.evaluate.hellaswag_path
+    if "evaluate" in stages and path and not Path(path).is_file():
+        raise DataError(f"{path}: no such file (evaluate.hellaswag_path)")

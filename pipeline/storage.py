@@ -127,6 +127,9 @@ class Storage:
     def run_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id
 
+    def report_dir(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "report"
+
     def has_version(self, stage: str, version_id: str) -> bool:
         return (self.version_dir(stage, version_id) / MANIFEST).is_file()
 

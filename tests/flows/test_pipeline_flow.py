@@ -1,5 +1,7 @@
 """The parent flow end to end against a real Prefect server: records, reuse, recompute, failure."""
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -78,6 +80,8 @@ def test_run_records_every_stage_version(first_run):
     tokens = record["versions"]["tokenize"]["counts"]["extra"]
     assert tokens["tokens_train"] > 10_000 and tokens["tokenizer"] == "gpt2"
     assert list((root / "tmp").iterdir()) == []
+    report = record["artifacts"]["report.html"]
+    assert report.endswith("report.html") and "Funnel" in Path(report).read_text()
 
 
 def test_prefect_server_recorded_every_stage_and_shard_task(prefect_api, first_run):

@@ -1,0 +1,122 @@
+"""The command line as a person uses it: runs commands, one stage, one-line errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.pipeline_flow import pipeline_flow
+from pipeline.config import load_config
+from tests.conftest import shared_data
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def llmforge(*args, cwd=REPO):
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def recorded(prefect_api, sample_site, tmp_path_factory):
+    base_url, _ = sample_site
+    root = tmp_path_factory.mktemp("cli-storage")
+    config = load_config(
+        None,
+        [
+            f'run.storage_root="{root}"',
+            "run.until=filter",
+            f"crawl.seeds=['{base_url}/']",
+            "crawl.delay_seconds=0",
+        ],
+    )
+    return root, pipeline_flow(config, "cli-run")
+
+
+def test_runs_list_show_lineage_report_and_gc(recorded):
+    root, record = recorded
+    listed = llmforge("runs", "list", "--storage", str(root))
+    assert listed.returncode == 0 and "cli-run" in listed.stdout
+    shown = llmforge("runs", "show", "cli-run", "--storage", str(root))
+    assert shown.returncode == 0
+    assert record["versions"]["filter"]["version_id"] in shown.stdout
+    assert "/runs/flow-run/" in shown.stdout  # the Prefect flow run URL
+    lineage = llmforge("runs", "lineage", "cli-run", "--storage", str(root))
+    assert lineage.returncode == 0 and "seeds" in lineage.stdout and "crawl" in lineage.stdout
+    report = llmforge("runs", "report", "cli-run", "--storage", str(root))
+    assert (
+        report.returncode == 0 and (root / "runs" / "cli-run" / "report" / "report.html").exists()
+    )
+    gc = llmforge("runs", "gc", "--dry-run", "--storage", str(root))
+    assert gc.returncode == 0 and (root / "versions" / "crawl").exists()
+
+
+def test_stage_on_a_path_and_bad_input_errors(recorded, tmp_path):
+    root, record = recorded
+    extract = root / "versions" / "extract" / record["versions"]["extract"]["version_id"]
+    done = llmforge(
+        "stage",
+        "filter",
+        "--input",
+        str(extract),
+        "--output",
+        str(tmp_path / "out"),
+        "--set",
+        "gopher_quality.min_doc_words=60",
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "manifest.json").exists() and (tmp_path / "out" / "data").is_dir()
+    cases = [
+        (
+            (
+                "stage",
+                "filter",
+                "--input",
+                str(tmp_path / "nope"),
+                "--output",
+                str(tmp_path / "o2"),
+            ),
+            "nope: no such file or directory",
+        ),
+        (
+            (
+                "stage",
+                "extract",
+                "--input",
+                str(shared_data("warc", "warcio", "test", "data", "example-trunc.warc")),
+                "--output",
+                str(tmp_path / "o3"),
+            ),
+            "example-trunc.warc",
+        ),
+        (
+            ("run", "--set", "filter.gopher_quality.min_doc_wordz=3", "--no-server"),
+            "filter.gopher_quality.min_doc_wordz: unknown key",
+        ),
+        (
+            (
+                "run",
+                "--set",
+                "crawl.seeds=['ftp://example.org/']",
+                "--set",
+                f'run.storage_root="{tmp_path / "s"}"',
+                "--no-server",
+            ),
+            "ftp://example.org/",
+        ),
+        (("runs", "show", "missing-run", "--storage", str(root)), "run 'missing-run' not found"),
+    ]
+    for args, message in cases:
+        result = llmforge(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1, (args, result.stderr[-2000:])
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (
+            args,
+            result.stderr[-2000:],
+        )
