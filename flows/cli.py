@@ -30,7 +30,10 @@ SetOpt = Annotated[
     list[str] | None, typer.Option("--set", "-s", help="Override: key=value (repeatable).")
 ]
 RootOpt = Annotated[
-    Path | None, typer.Option("--storage", help="Storage root (default: run.storage_root).")
+    str | None,
+    typer.Option(
+        "--storage", help="Storage root: a path or fsspec URL (default: run.storage_root)."
+    ),
 ]
 NoServerOpt = Annotated[
     bool,

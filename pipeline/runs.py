@@ -90,12 +90,17 @@ class RunRecord:
     @classmethod
     def load(cls, storage: Storage, run_id: str) -> RunRecord:
         path = storage.run_dir(run_id) / RUN_FILE
+        if storage.remote is not None:
+            from pipeline.remote import pull_file
+
+            pull_file(storage.remote_url(path), path)  # the shared copy is the truth
         if not path.is_file():
             raise DataError(f"run '{run_id}' not found under {storage.runs_dir}")
         return cls(storage, run_id, read_json(path))
 
     def save(self) -> None:
         write_json_atomic(self.path, self.data)
+        self.storage.publish(self.path)
 
     def add_version(self, summary: dict[str, Any]) -> None:
         self.data["versions"][summary["stage"]] = summary
@@ -114,6 +119,12 @@ class RunRecord:
 
 def list_runs(storage: Storage) -> list[dict[str, Any]]:
     """All run records, newest first; unreadable ones are reported, not hidden."""
+    if storage.remote is not None:
+        from pipeline.remote import list_names, pull_file
+
+        for run_id in list_names(storage.remote_url(storage.runs_dir)):
+            local = storage.run_dir(run_id) / RUN_FILE
+            pull_file(storage.remote_url(local), local)
     if not storage.runs_dir.is_dir():
         return []
     runs = []

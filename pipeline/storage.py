@@ -97,13 +97,29 @@ def read_json(path: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Storage:
-    """Paths under one storage root. Nothing touches the filesystem until a method is called."""
+    """Paths under one storage root. Nothing touches the filesystem until a method is called.
+
+    A URL root (`s3://bucket/llmforge`, `file:///data/llmforge`) is the shared store and
+    `root` its local cache (pipeline/remote.py); a plain path is used directly.
+    """
 
     root: Path
+    remote: str | None = None
 
     @classmethod
     def at(cls, root: str | Path) -> Storage:
+        text = str(root)
+        if "://" in text:
+            from pipeline.remote import cache_dir
+
+            return cls(cache_dir(text), text.rstrip("/"))
         return cls(Path(root).expanduser().resolve())
+
+    def remote_url(self, local: Path) -> str | None:
+        """Where a path under the local root lives in the remote store."""
+        if self.remote is None:
+            return None
+        return f"{self.remote}/{local.relative_to(self.root).as_posix()}"
 
     @property
     def versions_dir(self) -> Path:
@@ -131,7 +147,26 @@ class Storage:
         return self.run_dir(run_id) / "report"
 
     def has_version(self, stage: str, version_id: str) -> bool:
-        return (self.version_dir(stage, version_id) / MANIFEST).is_file()
+        """Committed here, or in the remote store (then downloaded into the local cache)."""
+        path = self.version_dir(stage, version_id)
+        if (path / MANIFEST).is_file():
+            return True
+        if self.remote is None:
+            return False
+        from pipeline.remote import pull_tree
+
+        return pull_tree(self.remote_url(path), path)
+
+    def publish(self, path: Path) -> None:
+        """Upload a committed version or a run record to the remote store, if there is one."""
+        if self.remote is None:
+            return
+        from pipeline.remote import push_file, push_tree
+
+        if path.is_dir():
+            push_tree(path, self.remote_url(path))
+        else:
+            push_file(path, self.remote_url(path))
 
     def manifest(self, stage: str, version_id: str) -> dict[str, Any]:
         return read_json(self.version_dir(stage, version_id) / MANIFEST)
@@ -269,6 +304,7 @@ def build_version(
             if not storage.has_version(plan.stage, plan.version_id):
                 raise
             return load_version(storage, plan.stage, plan.version_id)
+        storage.publish(final)
         return Version(plan.stage, plan.version_id, final, manifest, False)
     finally:
         for leftover in (None if work_dir else tmp, replaced):

@@ -1,0 +1,52 @@
+"""A storage root given as an fsspec URL (file://): versions and runs live in the shared store."""
+
+import json
+
+import pytest
+
+from flows.pipeline_flow import pipeline_flow
+from pipeline.config import load_config
+from pipeline.runs import list_runs
+from pipeline.storage import Storage
+
+STAGES = ["crawl", "extract", "filter", "dedup", "tokenize"]
+
+
+@pytest.mark.slow
+def test_url_root_publishes_versions_and_a_fresh_cache_reuses_them(
+    prefect_api, sample_site, tmp_path, monkeypatch
+):
+    base_url, _ = sample_site
+    shared = tmp_path / "shared-root"
+    url = f"file://{shared}"
+    config = load_config(
+        None,
+        [
+            f'run.storage_root="{url}"',
+            "run.until=tokenize",
+            f"crawl.seeds=['{base_url}/']",
+            "crawl.delay_seconds=0",
+            "tokenize.val_fraction=0.1",
+        ],
+    )
+    monkeypatch.setenv("LLMFORGE_CACHE", str(tmp_path / "cache-a"))
+    first = pipeline_flow(config, "remote-first")
+    for stage in STAGES:
+        version = shared / "versions" / stage / first["versions"][stage]["version_id"]
+        manifest = json.loads((version / "manifest.json").read_text())
+        for entry in manifest["files"]:
+            assert (version / entry["path"]).is_file(), (stage, entry["path"])
+    assert (
+        json.loads((shared / "runs" / "remote-first" / "run.json").read_text())["status"]
+        == "completed"
+    )
+
+    # Another machine: an empty cache, the same shared store. Everything is reused from it.
+    monkeypatch.setenv("LLMFORGE_CACHE", str(tmp_path / "cache-b"))
+    again = pipeline_flow(config, "remote-again")
+    assert all(v["reused"] for v in again["versions"].values())
+    tokens = Storage.at(url).version_dir("tokenize", again["versions"]["tokenize"]["version_id"])
+    assert str(tokens).startswith(str(tmp_path / "cache-b")) and (tokens / "train").is_dir()
+
+    monkeypatch.setenv("LLMFORGE_CACHE", str(tmp_path / "cache-c"))
+    assert {r["run_id"] for r in list_runs(Storage.at(url))} == {"remote-first", "remote-again"}
