@@ -8,6 +8,7 @@ called from inside the crawler's event loop (`_sync=True`).
 from __future__ import annotations
 
 import base64
+import contextvars
 import threading
 import time
 from pathlib import Path
@@ -29,6 +30,9 @@ class Progress:
         self._id = create_progress_artifact(progress=0.0, key=key, description=description)
         self._last = 0.0
         self._lock = threading.Lock()
+        # Updates may come from another thread (the crawler's event loop): carry this flow
+        # run's Prefect context (API URL, client settings) with them.
+        self._context = contextvars.copy_context()
 
     def update(self, done: float, total: float, force: bool = False) -> None:
         now = time.monotonic()
@@ -37,7 +41,9 @@ class Progress:
                 return
             self._last = now
         percent = 100.0 * min(done / total, 1.0) if total > 0 else 100.0
-        update_progress_artifact(artifact_id=self._id, progress=percent, _sync=True)
+        self._context.copy().run(
+            update_progress_artifact, artifact_id=self._id, progress=percent, _sync=True
+        )
 
 
 def loss_markdown(metrics_path: Path, curve_png: Path, rows: int = 12) -> str:
