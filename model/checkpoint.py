@@ -2,8 +2,10 @@
 
 A checkpoint holds only tensors and plain containers: the model's state dict (taken from the
 unwrapped module, so no `_orig_mod.`/`module.` prefixes), optimizer and scaler states, step,
-tokens seen, RNG states (python, numpy, torch, cuda), the data cursor, the resolved configs
-as dicts, the tokenizer name and the token dataset's version id (REFERENCE, Training).
+tokens seen, RNG states (python, numpy, torch, cuda) and the data cursor of every rank, the
+resolved configs as dicts, the tokenizer name and the token dataset's version id (REFERENCE,
+Training: "RNG states ... per rank, and the data cursor per rank"). `ranks` lists each rank's
+{"rng", "data"}; the top-level `rng` and `data` repeat rank 0's, the single-process view.
 """
 
 from __future__ import annotations
@@ -55,6 +57,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rank_state(
+    state: dict[str, Any], rank: int, world_size: int, path: Path | str = CHECKPOINT_NAME
+) -> dict[str, Any]:
+    """This rank's {"rng", "data"} from a checkpoint; an error if it was saved by another
+    number of processes (each rank's cursor and random numbers only fit the same split)."""
+    ranks = state.get("ranks") or [{"rng": state["rng"], "data": state["data"]}]
+    saved = int(state.get("world_size", len(ranks)))
+    if saved != world_size or len(ranks) != world_size:
+        raise DataError(
+            f"{path}: saved by a run with world_size={saved} but this run has "
+            f"world_size={world_size}; resume with {saved} process(es) or start a new run"
+        )
+    return ranks[rank]
 
 
 def save_checkpoint(path: Path | str, state: dict[str, Any]) -> Path:

@@ -5,7 +5,9 @@ with one row per document (`tokens`: list<uint16>, EOT appended). The loader str
 Parquet row group at a time as a flat uint16 array (never a whole shard, never int64), walks
 shards and row groups in a seeded order per epoch, and cuts contiguous windows of T+1 tokens.
 Its cursor (epoch, position in the order, token offset) is all a checkpoint needs to resume
-on exactly the same batches.
+on exactly the same batches. Under data parallelism every rank walks the same stream and takes
+its own block of B windows out of each global batch of world_size*B (nanoGPT's loader), so N
+processes at batch B see exactly the data of one process at batch N*B.
 """
 
 from __future__ import annotations
@@ -119,8 +121,10 @@ class TokenLoader:
 
     Each epoch visits every (shard, row group) once: shard order and then each shard's row
     group order are permuted by a generator seeded with (seed, epoch). The token stream is
-    cut into B windows of T+1 consecutive tokens (x = first T, y = last T); the cursor then
-    advances by B*T so the window's last token starts the next batch, as in nanoGPT.
+    cut into windows of T+1 consecutive tokens (x = first T, y = last T); a step's global batch
+    is world_size*B windows, of which rank r takes windows r*B .. r*B+B-1. The cursor then
+    advances by world_size*B*T so the last window's last token starts the next batch, as in
+    nanoGPT.
     """
 
     def __init__(
@@ -130,23 +134,31 @@ class TokenLoader:
         context_length: int,
         seed: int = 0,
         vocab_size: int = GPT2_VOCAB_SIZE,
+        rank: int = 0,
+        world_size: int = 1,
     ):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world_size {world_size}")
         self.split_dir = Path(split_dir)
         self.batch_size = batch_size
         self.context_length = context_length
         self.seed = seed
         self.vocab_size = vocab_size
+        self.rank, self.world_size = rank, world_size
         self.shards = list_shards(self.split_dir)
         self.total_tokens = count_tokens(self.shards)
-        need = batch_size * (context_length + 1)
+        need = world_size * batch_size * (context_length + 1)
         if self.total_tokens < need:
+            per = f"{batch_size}*({context_length}+1)"
+            what = f"N*B*(T+1) = {world_size}*{per}" if world_size > 1 else f"B*(T+1) = {per}"
             raise DataError(
                 f"{self.split_dir}: {self.total_tokens} tokens, fewer than one batch of "
-                f"B*(T+1) = {batch_size}*({context_length}+1) = {need}"
+                f"{what} = {need}"
             )
         self._files: dict[int, pq.ParquetFile] = {}
         self._row_groups = [self._file(i).num_row_groups for i in range(len(self.shards))]
         self._cache: dict[tuple[int, int], np.ndarray] = {}
+        self._lengths: dict[tuple[int, int], int] = {}
         self._orders: dict[int, list[tuple[int, int]]] = {}
         self.epoch, self.position, self.offset = 0, 0, 0  # the cursor
 
@@ -179,40 +191,61 @@ class TokenLoader:
                     f"{self.shards[shard]}: row group {group} has token id {int(tokens.max())}"
                     f" >= vocab_size {self.vocab_size}"
                 )
+            if self._lengths.setdefault(key, tokens.size) != tokens.size:
+                raise DataError(
+                    f"{self.shards[shard]}: row group {group} has {tokens.size} tokens but its"
+                    f" num_tokens column says {self._lengths[key]}"
+                )
             if len(self._cache) >= 4:  # windows span a few consecutive chunks at most
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = tokens
         return self._cache[key]
 
+    def _length(self, key: tuple[int, int]) -> int:
+        """Tokens in a chunk; from its `num_tokens` column when there is one, so a rank can
+        step over the other ranks' windows without decoding them."""
+        if key not in self._lengths:
+            shard, group = key
+            parquet = self._file(shard)
+            if "num_tokens" not in parquet.schema_arrow.names:
+                return len(self._chunk(key))
+            try:
+                column = parquet.read_row_group(group, columns=["num_tokens"]).column(0)
+            except (OSError, pa.ArrowException) as exc:
+                path = self.shards[shard]
+                raise DataError(f"{path}: cannot read row group {group} ({exc})") from None
+            self._lengths[key] = int(pc.sum(column).as_py() or 0)
+        return self._lengths[key]
+
     def _following(self, epoch: int, position: int) -> tuple[int, int]:
         """The chunk after (epoch, position): the next one in this epoch, or the next epoch's."""
         return (epoch, position + 1) if position + 1 < len(self.order(epoch)) else (epoch + 1, 0)
 
-    def _walk(self, count: int, advance: int) -> np.ndarray:
-        """Collect `count` tokens from the cursor; move the cursor by `advance` tokens."""
-        parts, taken = [], 0
+    def _walk(self, skip: int, count: int, advance: int) -> np.ndarray:
+        """Tokens [skip, skip+count) of the stream after the cursor; the cursor moves by
+        `advance` tokens (to the start of a chunk rather than the end of the one before)."""
+        parts, cursor = [], None
         epoch, position, offset = self.epoch, self.position, self.offset
-        while taken < count:
-            chunk = self._chunk(self.order(epoch)[position])
-            piece = chunk[offset : offset + count - taken]
-            if taken < advance <= taken + len(piece):
-                cursor = offset + advance - taken
-                if cursor < len(chunk):
-                    self.epoch, self.position, self.offset = epoch, position, cursor
-                else:  # the cursor sits at a chunk's end: point at the next chunk's start
-                    self.epoch, self.position = self._following(epoch, position)
-                    self.offset = 0
-            parts.append(piece)
-            taken += len(piece)
-            offset += len(piece)
-            if offset >= len(chunk):
-                (epoch, position), offset = self._following(epoch, position), 0
+        start = 0  # stream position of (epoch, position, offset), relative to the cursor
+        while True:
+            key = self.order(epoch)[position]
+            end = start + self._length(key) - offset
+            lo, hi = max(start, skip), min(end, skip + count)
+            if lo < hi:
+                parts.append(self._chunk(key)[offset + lo - start : offset + hi - start])
+            if cursor is None and start <= advance < end:
+                cursor = (epoch, position, offset + advance - start)
+            if cursor is not None and end >= skip + count:
+                break
+            (epoch, position), offset, start = self._following(epoch, position), 0, end
+        self.epoch, self.position, self.offset = cursor
         return np.concatenate(parts)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """x, y: int64 (B, T), y shifted by one token."""
+        """x, y: int64 (B, T), y shifted by one token; this rank's block of the global batch."""
         B, T = self.batch_size, self.context_length
-        tokens = torch.from_numpy(self._walk(B * T + 1, B * T).astype(np.int64))
+        tokens = self._walk(self.rank * B * T, B * T + 1, self.world_size * B * T)
+        tokens = torch.from_numpy(tokens.astype(np.int64))
         x = tokens[:-1].view(B, T)
         y = tokens[1:].view(B, T)
         return x, y

@@ -6,10 +6,16 @@
 Writes into out_dir: `checkpoint.pt` (latest, atomic), `metrics.jsonl` (one row per step, plus
 val rows), `loss_curve.png` and `train.json` (the summary returned). `resume=True` continues
 from out_dir/checkpoint.pt on exactly the batches and random numbers the run would have used.
+
+Under torchrun (`python -m model.train_cli`, see model/distributed.py) the same function trains
+one model data-parallel: DDP averages gradients, each rank takes its own block of every global
+batch, losses are averaged over ranks, and rank 0 alone writes files. `batch_size` is per rank,
+so a step is world_size*batch_size*grad_accum_steps sequences.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -21,19 +27,30 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model.checkpoint import (
     CHECKPOINT_NAME,
     atomic_write_text,
     check_compatible,
     load_checkpoint,
+    rank_state,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
 from model.config import TrainConfig
-from model.data import TokenLoader, read_token_manifest, validation_tokens
-from model.evaluate import val_loss
+from model.data import TokenLoader, ValidationSet, read_token_manifest, validation_tokens
+from model.distributed import (
+    DistContext,
+    all_reduce_mean,
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    gather_to_main,
+    init_distributed,
+)
+from model.evaluate import token_losses, val_loss
 from model.gpt import GPT, flops_per_token
 from model.optim import configure_optimizer, lr_at
 from model.plots import plot_loss_curve
@@ -55,17 +72,20 @@ def forward_backward(
     precision: Precision,
     scaler: torch.amp.GradScaler,
 ) -> float:
-    """Accumulate gradients over micro-batches; the mean loss of the step (one host sync)."""
+    """Accumulate gradients over micro-batches; the step's mean loss over all ranks (one host
+    sync). Under DDP only the last micro-batch's backward all-reduces the gradients."""
     total = torch.zeros((), device=precision.device)
-    for x, y in batches:
+    for i, (x, y) in enumerate(batches):
         x = x.to(precision.device, non_blocking=True)
         y = y.to(precision.device, non_blocking=True)
-        with precision.autocast():
-            _, loss = model(x, y)
-        loss = loss / len(batches)  # gradients of the mean over micro-batches
-        scaler.scale(loss).backward()
+        accumulate = isinstance(model, DDP) and i < len(batches) - 1
+        with model.no_sync() if accumulate else contextlib.nullcontext():
+            with precision.autocast():
+                _, loss = model(x, y)
+            loss = loss / len(batches)  # gradients of the mean over micro-batches
+            scaler.scale(loss).backward()
         total += loss.detach()
-    return total.item()
+    return all_reduce_mean(total).item()
 
 
 def optimizer_step(
@@ -90,6 +110,27 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # seeds CUDA too
 
 
+def distributed_val_loss(
+    model: torch.nn.Module,
+    val: ValidationSet,
+    context_length: int,
+    batch_size: int,
+    precision: Precision,
+    ctx: DistContext,
+) -> float:
+    """Mean NLL per token over the fixed val set, each rank scoring a contiguous share of its
+    windows: the same number as `val_loss` in one process, in 1/world_size of the time."""
+    T, W = context_length, ctx.world_size
+    windows = (len(val.tokens) - 1) // T
+    if W == 1 or windows < W:
+        return val_loss(model, val, T, batch_size, precision)
+    lo, hi = windows * ctx.rank // W, windows * (ctx.rank + 1) // W
+    nll, _ = token_losses(model, val.tokens[lo * T : hi * T + 1], T, batch_size, precision)
+    total = torch.tensor([nll.sum(), nll.size], dtype=torch.float64, device=precision.device)
+    all_reduce_sum(total)
+    return (total[0] / total[1]).item()
+
+
 def _read_rows(path: Path, up_to_step: int) -> list[dict[str, Any]]:
     """metrics.jsonl rows a resumed run keeps: those at or before the checkpoint's step."""
     if not path.exists():
@@ -104,19 +145,32 @@ def train(
     out_dir: Path,
     resume: bool = False,
     on_log: Callable[[dict], None] | None = None,
+    ctx: DistContext | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) training to cfg.max_steps or cfg.max_seconds; the run's summary."""
+    """Run (or resume) training to cfg.max_steps or cfg.max_seconds; the run's summary.
+
+    `ctx` defaults to `init_distributed(cfg.device)`: one process, or this rank under torchrun.
+    `on_log` is called on rank 0 only.
+    """
     token_dir, out_dir = Path(token_dir), Path(out_dir)
+    ctx = ctx or init_distributed(cfg.device)
     info = read_token_manifest(token_dir)
     model_cfg = cfg.model_config_for(info.vocab_size)
     T = model_cfg.context_length
     # Data problems surface here, before any model is built.
-    loader = TokenLoader(token_dir / "train", cfg.batch_size, T, cfg.seed, info.vocab_size)
+    split = token_dir / "train"
+    loader = TokenLoader(
+        split, cfg.batch_size, T, cfg.seed, info.vocab_size, ctx.rank, ctx.world_size
+    )
     val = validation_tokens(token_dir, cfg.eval_tokens, min_tokens=T + 1)
     precision = setup_precision(cfg.device, cfg.precision)
+    if ctx.distributed:
+        precision = Precision(ctx.device, precision.name)  # cuda:LOCAL_RANK, or cpu with gloo
 
-    _seed_everything(cfg.seed)
+    _seed_everything(cfg.seed)  # the same initial weights on every rank
     model = GPT(model_cfg).to(precision.device)
+    if ctx.rank:
+        _seed_everything(cfg.seed + ctx.rank)  # but other dropout masks (nanoGPT: seed + rank)
     optimizer = configure_optimizer(model, cfg, precision.device)
     scaler = precision.grad_scaler()
     ckpt_path = out_dir / CHECKPOINT_NAME
@@ -126,6 +180,7 @@ def train(
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         check_compatible(state, model_cfg, info.tokenizer, ckpt_path)
+        own = rank_state(state, ctx.rank, ctx.world_size, ckpt_path)
         if state.get("token_dataset") != info.version_id:
             raise DataError(
                 f"{ckpt_path}: trained on token dataset {state.get('token_dataset')!r} but "
@@ -135,55 +190,71 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         if state["scaler"]:
             scaler.load_state_dict(state["scaler"])
-        loader.load_state_dict(state["data"])
+        loader.load_state_dict(own["data"])
         step = resumed_from = int(state["step"])
         tokens_seen, elapsed_before = int(state["tokens_seen"]), float(state["elapsed_s"])
-        set_rng_state(state["rng"])
+        set_rng_state(own["rng"])
         rows = _read_rows(metrics_path, step)
     elif resume:
         logger.warning("%s not found: starting a fresh run", ckpt_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    barrier()  # every rank has read metrics.jsonl before rank 0 rewrites it
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
     compiled = torch.compile(model) if cfg.compile else model
     compiled.train()
+    step_model: torch.nn.Module = compiled
+    if ctx.distributed:
+        device_ids = [ctx.local_rank] if precision.device.type == "cuda" else None
+        step_model = DDP(compiled, device_ids=device_ids)
     flops = flops_per_token(model_cfg)
     peak = peak_flops(precision.device)
-    tokens_per_step = cfg.batch_size * cfg.grad_accum_steps * T
+    peak = peak * ctx.world_size if peak else None  # MFU of all the job's GPUs
+    tokens_per_step = ctx.world_size * cfg.batch_size * cfg.grad_accum_steps * T
     started = time.perf_counter()
     step_time, steps_run, last_saved, stopped = 0.0, 0, resumed_from, "max_steps"
 
     def record(row: dict[str, Any], notify: bool) -> None:
         rows.append(row)
+        if not ctx.is_main:
+            return
         with metrics_path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
         if notify and on_log is not None:
             on_log(row)
 
     def evaluate_now() -> None:
-        loss = val_loss(compiled, val, T, cfg.batch_size, precision)
-        logger.info("step %d | val loss %.4f", step, loss)
+        # The plain (compiled) module: DDP is only needed where gradients flow.
+        loss = distributed_val_loss(compiled, val, T, cfg.batch_size, precision, ctx)
+        if ctx.is_main:
+            logger.info("step %d | val loss %.4f", step, loss)
         elapsed = elapsed_before + time.perf_counter() - started
         record({"step": step, "val_loss": loss, "elapsed": round(elapsed, 3)}, notify=True)
 
     def save() -> None:
         nonlocal last_saved
-        state = {
-            "model": model.state_dict(),  # the unwrapped module: no _orig_mod. prefixes
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "step": step,
-            "tokens_seen": tokens_seen,
-            "elapsed_s": elapsed_before + time.perf_counter() - started,
-            "rng": rng_state(),
-            "data": loader.state_dict(),
-            "model_config": model_cfg.to_dict(),
-            "train_config": cfg.model_dump(),
-            "tokenizer": info.tokenizer,
-            "token_dataset": info.version_id,
-            "val_set": val.identity(),
-        }
-        save_checkpoint(ckpt_path, state)
+        ranks = gather_to_main({"rng": rng_state(), "data": loader.state_dict()})
+        if ctx.is_main:
+            state = {
+                "model": model.state_dict(),  # the unwrapped module: no _orig_mod./module.
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "step": step,
+                "tokens_seen": tokens_seen,
+                "elapsed_s": elapsed_before + time.perf_counter() - started,
+                "rng": ranks[0]["rng"],  # rank 0's, as a single process saves them
+                "data": ranks[0]["data"],
+                "ranks": ranks,  # every rank's {"rng", "data"}, in rank order
+                "world_size": ctx.world_size,
+                "model_config": model_cfg.to_dict(),
+                "train_config": cfg.model_dump(),
+                "tokenizer": info.tokenizer,
+                "token_dataset": info.version_id,
+                "val_set": val.identity(),
+            }
+            save_checkpoint(ckpt_path, state)
+        barrier()  # no rank goes on (or exits) before the checkpoint is on disk
         last_saved = step
 
     if step == 0:
@@ -194,7 +265,7 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         batches = [loader.next_batch() for _ in range(cfg.grad_accum_steps)]
-        loss = forward_backward(compiled, batches, precision, scaler)
+        loss = forward_backward(step_model, batches, precision, scaler)
         if not math.isfinite(loss):
             where = f"{ckpt_path} (step {last_saved})" if last_saved else "none written yet"
             raise TrainingError(f"step {step + 1}: loss is {loss}; last good checkpoint: {where}")
@@ -218,14 +289,14 @@ def train(
             "elapsed": round(elapsed, 3),
         }
         record(row, notify=step % cfg.log_interval == 0)
-        if step % cfg.log_interval == 0:
+        if step % cfg.log_interval == 0 and ctx.is_main:
             logger.info(
                 "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s",
                 *(step, cfg.max_steps, loss, lr, row["tokens_per_s"]),
             )
-        out_of_time = cfg.max_seconds is not None and (
-            time.perf_counter() - started >= cfg.max_seconds
-        )
+        out_of_time = cfg.max_seconds is not None and any_rank(
+            time.perf_counter() - started >= cfg.max_seconds, precision.device
+        )  # every rank stops at the same step, or the others wait forever in all-reduce
         done = step == cfg.max_steps or out_of_time
         if step % cfg.eval_interval == 0 or done:
             evaluate_now()
@@ -253,11 +324,15 @@ def train(
         "flops_per_token": flops,
         "device": str(precision.device),
         "precision": precision.name,
+        "world_size": ctx.world_size,
         "model_config": model_cfg.to_dict(),
         "train_config": cfg.model_dump(),
         "token_dataset": info.version_id,
         "val_set": val.identity(),
     }
-    plot_loss_curve(rows, out_dir / "loss_curve.png", title=f"{cfg.preset} on {token_dir.name}")
-    atomic_write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
+    if ctx.is_main:
+        title = f"{cfg.preset} on {token_dir.name}"
+        plot_loss_curve(rows, out_dir / "loss_curve.png", title=title)
+        atomic_write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
+    barrier()
     return summary

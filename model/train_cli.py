@@ -1,0 +1,71 @@
+"""Train from the command line, in one process or data-parallel under torchrun.
+
+    python -m model.train_cli --tokens DIR --out DIR --set preset=tiny --set max_steps=300
+    torchrun --standalone --nproc_per_node=2 -m model.train_cli --tokens DIR --out DIR [--resume]
+
+`--set key=value` sets any TrainConfig field (values parsed as JSON when they parse, else
+taken as strings). `batch_size` is per process. Rank 0 logs and prints the summary as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from model.config import TrainConfig
+from model.distributed import cleanup, init_distributed
+from model.train import TrainingError, train
+from pipeline.documents import DataError
+
+
+def parse_sets(items: list[str]) -> dict[str, object]:
+    """`key=value` pairs as a dict; a value is JSON if it parses (3, 0.1, true, null)."""
+    values: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected key=value")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model.train_cli", description=__doc__)
+    parser.add_argument("--tokens", type=Path, required=True, help="token dataset folder")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, logs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    args = parser.parse_args(argv)
+    try:
+        cfg = TrainConfig(**parse_sets(args.set))
+    except ValidationError as exc:
+        parser.error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    except ValueError as exc:
+        parser.error(str(exc))
+    ctx = init_distributed(cfg.device)
+    logging.basicConfig(
+        level=logging.INFO if ctx.is_main else logging.WARNING,
+        format=f"[rank {ctx.rank}] %(message)s" if ctx.distributed else "%(message)s",
+    )
+    try:
+        summary = train(cfg, args.tokens, args.out, resume=args.resume, ctx=ctx)
+    except (DataError, TrainingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        cleanup()
+    if ctx.is_main:
+        print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
