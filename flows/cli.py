@@ -64,7 +64,12 @@ def _prefect(storage, no_server: bool) -> dict:
         configure_environment(storage)
         return {}
     with console.status("starting the local Prefect server (first start takes ~15 s)..."):
-        return ensure_server(storage)
+        server = ensure_server(storage)
+    from flows.deploy import ensure_concurrency_limit
+    from pipeline.config import RunSettings
+
+    ensure_concurrency_limit(RunSettings().train_concurrency_limit)
+    return server
 
 
 def print_summary(record: dict[str, Any]) -> None:
@@ -126,8 +131,7 @@ RESULT_KEYS = {
 
 
 def _run_pipeline(cfg, no_server: bool) -> dict[str, Any]:
-    from flows.pipeline_flow import stages_to_run
-    from pipeline.stages import preflight
+    from pipeline.stages import preflight, stages_to_run
 
     preflight(cfg, stages_to_run(cfg))  # bad seeds, paths, tokenizer: fail before any work
     storage = _storage(cfg.run.storage_root)

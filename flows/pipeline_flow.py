@@ -17,18 +17,12 @@ from prefect.utilities.urls import url_for
 from flows.data import stage_flow
 from flows.executor import shutdown_pool
 from flows.model import MODEL_STAGE_FLOWS, train_via_deployment
-from pipeline.config import STAGES, PipelineConfig, config_from_dict
+from pipeline.config import PipelineConfig, config_from_dict
 from pipeline.report import build_report
 from pipeline.runs import RunRecord, earlier_versions
 from pipeline.stage import EmptyStageError
-from pipeline.stages import preflight
+from pipeline.stages import preflight, stages_to_run
 from pipeline.storage import Storage
-
-
-def stages_to_run(config: PipelineConfig) -> list[str]:
-    first = "extract" if config.source.kind == "warc" else "crawl"
-    chain = STAGES[STAGES.index(first) : STAGES.index(config.run.until) + 1]
-    return list(chain)
 
 
 def with_earlier_dedup_versions(

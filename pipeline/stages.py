@@ -284,3 +284,11 @@ def preflight(config: Any, stages: list[str]) -> None:
     path = config.evaluate.hellaswag_path
     if "evaluate" in stages and path and not Path(path).is_file():
         raise DataError(f"{path}: no such file (evaluate.hellaswag_path)")
+
+
+def stages_to_run(config: Any) -> list[str]:
+    """The chain a run executes: from crawl (or extract, for WARC sources) to `run.until`."""
+    from pipeline.config import STAGES
+
+    first = "extract" if config.source.kind == "warc" else "crawl"
+    return list(STAGES[STAGES.index(first) : STAGES.index(config.run.until) + 1])
