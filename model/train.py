@@ -318,7 +318,8 @@ def train(
         "tokens_seen": tokens_seen,
         "tokens_per_s": steps_run * tokens_per_step / step_time if step_time else None,
         "elapsed_s": round(elapsed_before + time.perf_counter() - started, 3),
-        "checkpoint": str(ckpt_path) if ckpt_path.exists() else None,
+        # Relative: the folder is renamed into versions/train/<id> when training ends.
+        "checkpoint": ckpt_path.name if ckpt_path.exists() else None,
         "params": model.num_params(),
         "matmul_params": model.num_params(matmul_only=True),
         "flops_per_token": flops,
