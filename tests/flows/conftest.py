@@ -34,3 +34,28 @@ def sample_site(tmp_path_factory):
     truth = generate_site(site_dir, SampleSiteConfig(seed=3))
     with serve_site(site_dir) as base_url:
         yield base_url, truth
+
+
+def crawl_warcs(root, base_url, target, run_id):
+    """Crawl a site once and copy its WARC files into `target` (prefixed by `run_id`), so
+    later runs read identical bytes (a crawl's timestamps differ between crawls)."""
+    import shutil
+
+    from flows.pipeline_flow import pipeline_flow
+    from pipeline.config import load_config
+
+    config = load_config(
+        None,
+        [
+            f'run.storage_root="{root}"',
+            "run.until=crawl",
+            f"crawl.seeds=['{base_url}/']",
+            "crawl.delay_seconds=0",
+        ],
+    )
+    record = pipeline_flow(config, run_id)
+    version = record["versions"]["crawl"]["version_id"]
+    target.mkdir(parents=True, exist_ok=True)
+    for warc in (root / "versions" / "crawl" / version / "warc").glob("*.warc.gz"):
+        shutil.copy(warc, target / f"{run_id}-{warc.name}")
+    return target

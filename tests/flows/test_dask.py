@@ -1,11 +1,10 @@
 """The data half on a 2-worker Dask LocalCluster gives exactly the local run's output."""
 
-import shutil
-
 import pytest
 
 from flows.pipeline_flow import pipeline_flow
 from pipeline.config import load_config
+from tests.flows.conftest import crawl_warcs
 
 STAGES = ["extract", "filter", "dedup", "tokenize"]
 
@@ -16,25 +15,9 @@ def _files(manifest):
 
 @pytest.fixture(scope="module")
 def warc_dir(prefect_api, sample_site, tmp_path_factory):
-    """One crawl's WARC files, so both runs read identical bytes (a crawl's timestamps differ)."""
     base_url, _ = sample_site
-    root = tmp_path_factory.mktemp("crawl-once")
-    config = load_config(
-        None,
-        [
-            f'run.storage_root="{root}"',
-            "run.until=crawl",
-            f"crawl.seeds=['{base_url}/']",
-            "crawl.delay_seconds=0",
-        ],
-    )
-    record = pipeline_flow(config, "crawl-once")
-    target = tmp_path_factory.mktemp("warcs")
-    for warc in (
-        root / "versions" / "crawl" / record["versions"]["crawl"]["version_id"] / "warc"
-    ).glob("*.warc.gz"):
-        shutil.copy(warc, target / warc.name)
-    return target
+    scratch = tmp_path_factory.mktemp("crawl-once")
+    return crawl_warcs(scratch / "storage", base_url, scratch / "warcs", "crawl-once")
 
 
 def _run(root, warc_dir, executor, run_id):

@@ -8,23 +8,7 @@ from flows.pipeline_flow import pipeline_flow
 from pipeline.config import load_config
 from pipeline.sample_server import serve_site
 from pipeline.sample_site import SampleSiteConfig, generate_site
-
-
-def _crawl_warcs(root, base_url, target, run_id):
-    config = load_config(
-        None,
-        [
-            f'run.storage_root="{root}"',
-            "run.until=crawl",
-            f"crawl.seeds=['{base_url}/']",
-            "crawl.delay_seconds=0",
-        ],
-    )
-    record = pipeline_flow(config, run_id)
-    version = record["versions"]["crawl"]["version_id"]
-    target.mkdir(parents=True, exist_ok=True)
-    for warc in (root / "versions" / "crawl" / version / "warc").glob("*.warc.gz"):
-        shutil.copy(warc, target / f"{run_id}-{warc.name}")
+from tests.flows.conftest import crawl_warcs
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +16,12 @@ def weeks(prefect_api, sample_site, tmp_path_factory):
     """Week 1 holds site A's pages; week 3 holds site A's pages again plus site B's."""
     scratch = tmp_path_factory.mktemp("weekly-crawls")
     week1, week3 = scratch / "week1", scratch / "week3"
-    _crawl_warcs(scratch / "s1", sample_site[0], week1, "site-a")
+    crawl_warcs(scratch / "s1", sample_site[0], week1, "site-a")
     shutil.copytree(week1, week3)
     site_b = scratch / "site-b"
     generate_site(site_b, SampleSiteConfig(seed=11))
     with serve_site(site_b) as base_url:
-        _crawl_warcs(scratch / "s2", base_url, week3, "site-b")
+        crawl_warcs(scratch / "s2", base_url, week3, "site-b")
     return week1, week3
 
 
