@@ -199,10 +199,20 @@ def stage(
             name, cfg.stage_config(name), input, output, process_map(cfg.run.workers)
         )
     counts = manifest["counts"]
-    console.print(
-        f"{name}: {counts['docs_in']} in, {counts['docs_out']} out, drops {counts['drops']}"
-        f" → {output}"
-    )
+    extra = counts["extra"]
+    if name == "train":
+        summary = (
+            f"{extra['steps']} steps, train loss {extra['first_loss']:.3f} → "
+            f"{extra['last_loss']:.3f}, val loss {extra['final_val_loss']:.3f}"
+        )
+    elif name == "evaluate":
+        summary = (
+            f"val loss {extra['val_loss']:.3f}, perplexity {extra['perplexity']:.1f}, "
+            f"bits per byte {extra['bits_per_byte']:.3f}"
+        )
+    else:
+        summary = f"{counts['docs_in']} in, {counts['docs_out']} out, drops {counts['drops']}"
+    console.print(f"{name}: {summary} → {output}", soft_wrap=True)
 
 
 def _stage_keys(stage: str, overrides: list[str] | None) -> list[str]:
