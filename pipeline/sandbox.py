@@ -8,6 +8,9 @@ one pickle round trip, not a process start.
 
     with Sandbox(functools.partial(extract_html, config=cfg), timeout=1.0) as sandbox:
         title, text = sandbox(html, url)  # SandboxTimeout / SandboxError on failure
+        sandbox.submit(next_html, next_url)  # the same in two steps: the caller works
+        ...                                  # (reads the next page) while the child extracts
+        title, text = sandbox.result()
 
 Where no child can be started (inside a daemonic worker, e.g. a multiprocessing.Pool or some
 Dask setups) the function runs in-process instead, with SIGALRM as the timeout on the main
@@ -17,11 +20,13 @@ thread and no timeout elsewhere; one warning per process says so.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +56,10 @@ def _child_main(conn: Any, fn: Callable[..., Any]) -> None:
     # the pipe instead. Ctrl-C is the parent's business.
     logging.disable(logging.CRITICAL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Leave the objects inherited from the parent out of garbage collection: collecting them
+    # would write to every page that holds one, copying it (fork is copy-on-write). Cut the
+    # child's page faults by ~30% and its CPU time by a few % on bench/extract.py's pages.
+    gc.freeze()
     conn.send(("ready", None))
     while True:
         try:
@@ -89,6 +98,9 @@ class Sandbox:
         self.restarts = 0
         self._proc: Any = None
         self._conn: Any = None
+        self._pending: tuple[Any, ...] | None = None  # args submitted, result not yet taken
+        self._send_error: OSError | SandboxError | None = None
+        self._deadline = 0.0  # time.monotonic() by which the pending call must answer
 
     def __enter__(self) -> Sandbox:
         return self
@@ -97,16 +109,39 @@ class Sandbox:
         self.close()
 
     def __call__(self, *args: Any) -> Any:
+        self.submit(*args)
+        return self.result()
+
+    def submit(self, *args: Any) -> None:
+        """Start `fn(*args)` and return at once; `result()` waits for it. One call at a time:
+        the caller can prepare its next item while the child works on this one."""
+        if self._pending is not None:
+            raise RuntimeError("Sandbox.submit: take the previous call's result() first")
         if self.mode is None:
             self._start()
+        self._pending, self._send_error = args, None
+        if self.mode != "process":
+            return  # run by result(), under SIGALRM
+        try:
+            if self._proc is None:
+                self.restarts += 1
+                self._start_child()
+            self._deadline = time.monotonic() + self.timeout  # the idle child starts at once
+            self._conn.send(args)
+        except (OSError, SandboxError) as exc:  # no child to take it: reported by result()
+            self._send_error = exc
+
+    def result(self) -> Any:
+        """The submitted call's value; SandboxTimeout / SandboxError as the module says."""
+        args, self._pending = self._pending, None
+        if args is None:
+            raise RuntimeError("Sandbox.result: nothing submitted")
         if self.mode != "process":
             return self._call_in_process(args)
-        if self._proc is None:
-            self.restarts += 1
-            self._start_child()
         try:
-            self._conn.send(args)
-            if not self._conn.poll(self.timeout):
+            if self._send_error is not None:
+                raise self._send_error
+            if not self._conn.poll(max(0.0, self._deadline - time.monotonic())):
                 self._kill()
                 raise SandboxTimeout(f"no result after {self.timeout:g} s")
             status, value = self._conn.recv()
@@ -120,6 +155,7 @@ class Sandbox:
 
     def close(self) -> None:
         """Stop the child: ask politely, then kill."""
+        self._pending = None
         if self._proc is None:
             return
         with contextlib.suppress(OSError):

@@ -80,3 +80,47 @@ def test_rerun_reuses_the_trained_model(model_run):
     again = pipeline_flow(config, "model-run-again")
     assert again["versions"]["train"]["reused"] and again["versions"]["evaluate"]["reused"]
     assert again["versions"]["train"]["version_id"] == first["versions"]["train"]["version_id"]
+
+
+def test_training_waits_for_the_global_concurrency_slot(model_run):
+    """While another run holds the one `llmforge-train` slot, training does not start."""
+    import threading
+    import time
+
+    from prefect import flow
+    from prefect.concurrency.sync import concurrency
+
+    from flows.deploy import ensure_concurrency_limit
+    from flows.model import train_version
+    from pipeline.storage import Storage, load_version
+
+    root, config, record = model_run
+    ensure_concurrency_limit(config.run.train_concurrency_limit)
+    tokens = load_version(
+        Storage.at(root), "tokenize", record["versions"]["tokenize"]["version_id"]
+    )
+    other = config.model_copy(deep=True)
+    other.train.max_steps = 3  # a new train version: this one must really train
+    held, released = threading.Event(), {}
+
+    # Measured with prefect 3.8.8: the waiting run gets the slot only when the holder's lease
+    # expires (lease_duration, 300 s by default), not at release; 60 s keeps this test short.
+    @flow
+    def hold_the_gpu():  # another run, training on the one GPU for 8 s
+        with concurrency(config.run.train_concurrency_limit, occupy=1, lease_duration=60):
+            held.set()
+            time.sleep(8)
+            released["at"] = time.monotonic()
+
+    holder = threading.Thread(target=hold_the_gpu)
+    holder.start()
+    assert held.wait(60)
+
+    @flow
+    def train_now():
+        version = train_version(other, tokens)
+        return time.monotonic(), version.reused
+
+    finished_at, reused = train_now()
+    holder.join()
+    assert not reused and finished_at > released["at"]
