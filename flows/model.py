@@ -28,7 +28,8 @@ TRAIN_ARTIFACTS = ("checkpoint.pt", "metrics.jsonl", "loss_curve.png", "train.js
 EVAL_ARTIFACTS = ("eval.json", "samples.txt")
 
 
-def _train_result(summary: dict[str, Any]) -> StageResult:
+def _model_result(summary: dict[str, Any]) -> StageResult:
+    """Model stages count no documents; their results go in the manifest's extra."""
     return StageResult(docs_in=0, docs_out=0, extra=summary)
 
 
@@ -91,7 +92,7 @@ def train_version(
         version = build_version(
             storage,
             plan,
-            lambda out: _train_result(train(config.train, tokens.path, out, can_resume, log)),
+            lambda out: _model_result(train(config.train, tokens.path, out, can_resume, log)),
             replace=force,
             work_dir=work,
         )
@@ -120,9 +121,7 @@ def evaluate_version(
     return build_version(
         storage,
         plan,
-        lambda out: StageResult(
-            0, 0, extra=evaluate(config.evaluate, checkpoint, tokens.path, out)
-        ),
+        lambda out: _model_result(evaluate(config.evaluate, checkpoint, tokens.path, out)),
         replace=force,
     )
 

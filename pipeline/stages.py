@@ -229,24 +229,28 @@ def run_standalone(
     stage: str, config: BaseModel, input_path: Path, output_path: Path, pmap: ParallelMap
 ) -> dict[str, Any]:
     """Run one stage from a path into a path, committed atomically like a version."""
+    import shutil
+
+    from pipeline.documents import list_shards
     from pipeline.storage import Storage, build_version
 
     source = standalone_source(stage, input_path)
-    files = source if isinstance(source, list) else sorted(Path(source).glob("part-*.parquet"))
+    files = source if isinstance(source, list) else list_shards(source)
     if output_path.exists() and any(output_path.iterdir()):
         raise DataError(f"{output_path}: output folder exists and is not empty")
     output_path.parent.mkdir(parents=True, exist_ok=True)
     work = Storage.at(output_path.parent / f".{output_path.name}.llmforge")
-    version = build_version(
-        work,
-        plan(stage, config, [source_input(list(files))]),
-        lambda out: execute(stage, config, source, out, pmap),
-    )
-    output_path.rmdir() if output_path.exists() else None
-    version.path.rename(output_path)
-    import shutil
-
-    shutil.rmtree(work.root, ignore_errors=True)
+    try:
+        version = build_version(
+            work,
+            plan(stage, config, [source_input(files)]),
+            lambda out: execute(stage, config, source, out, pmap),
+        )
+        if output_path.exists():
+            output_path.rmdir()  # empty (checked above): the rename needs it gone
+        version.path.rename(output_path)
+    finally:
+        shutil.rmtree(work.root, ignore_errors=True)
     return version.manifest
 
 
