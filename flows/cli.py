@@ -397,6 +397,27 @@ def server_status(storage: RootOpt = None, config: ConfigOpt = None) -> None:
     console.print(f"running: {state['ui_url']}" if state else "not running")
 
 
+@app.command("export")
+def export_model(
+    source: Annotated[
+        str, typer.Argument(help="Run id, train version / stage train folder, or checkpoint.pt.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write.")],
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="safetensors (ours) or hf (GPT2LMHeadModel).")
+    ] = "safetensors",
+    storage: RootOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Export a trained model: safetensors + config.json, or the Hugging Face GPT-2 layout."""
+    from model.export import checkpoint_for, export
+
+    root = storage or (None if Path(source).exists() else _config(config, None).run.storage_root)
+    checkpoint = checkpoint_for(source, root)
+    export(checkpoint, output, format)
+    console.print(f"export ({format}): {checkpoint} → {output}", soft_wrap=True)
+
+
 def main() -> None:
     """Entry point: bad input ends with one line naming the problem, not a traceback."""
     try:

@@ -1,0 +1,302 @@
+"""Export a trained checkpoint so it can be used elsewhere: safetensors, or Hugging Face GPT-2.
+
+    from model.export import export, load_exported
+    export(Path("versions/train/ab12/checkpoint.pt"), Path("out/mini"), "safetensors")
+    model = load_exported(Path("out/mini"))  # a GPT in eval mode
+
+`safetensors` (every preset): `model.safetensors` with our parameter names (a tied head is
+stored once, as `lm_head.weight`) and `config.json` with the model config, the tokenizer, the
+vocabulary size and where the weights came from (checkpoint, step, token dataset, the
+training summary `train.json`). `load_exported` reads it back.
+
+`hf`: the layout `transformers.GPT2LMHeadModel.from_pretrained(DIR)` loads: `config.json`
+with GPT2Config fields and `model.safetensors` with Hugging Face names, the Linear weights
+transposed into GPT-2's Conv1D (in, out) layout. transformers is not needed to export. Our
+choices that GPT-2 does not have are written so the logits stay the same (tested to 1e-4):
+- GELU: ours is the exact erf form (`F.gelu`); HF GPT-2 defaults to `gelu_new` (tanh), so the
+  config says `activation_function: "gelu"`, HF's exact one.
+- LayerNorm eps: torch's default 1e-5, which is HF GPT-2's `layer_norm_epsilon` default.
+- no biases (`bias=False`): GPT-2 always has them; zero biases compute the same thing.
+- untied head: `tie_word_embeddings: false` and its own `lm_head.weight`.
+- sinusoidal positions: our table, scaled sum `tok_emb * sqrt(d) + table`, becomes GPT-2's
+  `wte = tok_emb * sqrt(d)` and `wpe = table` (context_length rows); since that scales the
+  token embedding, a tied head is then written untied. Fine-tuning in transformers would
+  train the positions, which ours keeps fixed; the exported `llmforge.json` notes it.
+
+A vocabulary padded for speed (rows beyond `ModelConfig.vocab_size` in the token embedding or
+lm_head, as nanoGPT's 50,304) is cut back to vocab_size: padded ids are never real tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from model.config import ModelConfig
+from model.gpt import GPT, sinusoidal_table
+from pipeline.documents import DataError
+
+ExportFormat = Literal["safetensors", "hf"]
+FORMATS: tuple[str, ...] = ("safetensors", "hf")
+FORMAT_NAME = "llmforge-gpt"  # config.json "format" of our safetensors layout
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+PROVENANCE = "llmforge.json"  # beside an hf export: where it came from, what was converted
+VOCAB_KEYS = ("tok_emb.weight", "lm_head.weight")  # first dimension is the vocabulary
+
+
+def unpadded_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """The state dict with vocabulary rows beyond cfg.vocab_size cut off, as fp32 tensors."""
+    out = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().to("cpu", torch.float32)
+        if name in VOCAB_KEYS and tensor.size(0) > cfg.vocab_size:
+            tensor = tensor[: cfg.vocab_size]
+        out[name] = tensor.contiguous()
+    return out
+
+
+def eot_token(tokenizer: str) -> int | None:
+    """The end-of-text id of a tokenizer (GPT-2's 50,256), None if it cannot be loaded here."""
+    from model.data import get_encoding
+
+    try:
+        return int(get_encoding(tokenizer).eot_token)
+    except DataError:
+        return None
+
+
+def source_info(checkpoint: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """Where the weights came from: checkpoint, step, data, and the training summary file."""
+    checkpoint = Path(checkpoint).resolve()
+    summary = checkpoint.parent / "train.json"
+    return {
+        "checkpoint": str(checkpoint),
+        "step": state.get("step"),
+        "tokens_seen": state.get("tokens_seen"),
+        "token_dataset": state.get("token_dataset"),
+        "train_summary": str(summary) if summary.is_file() else None,
+    }
+
+
+def our_tensors(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our names; a tied embedding is stored once (safetensors refuses shared tensors)."""
+    tensors = unpadded_state(state, cfg)
+    if cfg.tie_embeddings:
+        tensors.pop("tok_emb.weight", None)
+    return {name: t.clone() for name, t in tensors.items()}
+
+
+def hf_config(cfg: ModelConfig, eot_token: int | None, tied: bool) -> dict[str, Any]:
+    """GPT2Config fields (transformers' configuration_gpt2.py) describing our model."""
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": cfg.vocab_size,
+        "n_positions": cfg.context_length,
+        "n_embd": cfg.d_model,
+        "n_layer": cfg.n_layers,
+        "n_head": cfg.n_heads,
+        "n_inner": None,  # 4 * n_embd, as our MLP
+        "activation_function": "gelu",  # exact erf GELU = our F.gelu (HF's default is tanh)
+        "resid_pdrop": cfg.dropout,
+        "embd_pdrop": cfg.dropout,
+        "attn_pdrop": cfg.dropout,
+        "layer_norm_epsilon": 1e-5,  # torch.nn.LayerNorm's default eps
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,  # 1/sqrt(head_dim), as scaled_dot_product_attention
+        "bos_token_id": eot_token,
+        "eos_token_id": eot_token,
+        "tie_word_embeddings": tied,
+        "torch_dtype": "float32",
+    }
+
+
+def hf_tensors(state: dict[str, torch.Tensor], cfg: ModelConfig) -> tuple[dict, bool, list[str]]:
+    """(HF GPT-2 tensors, whether the head stays tied, notes on what was converted)."""
+    s = unpadded_state(state, cfg)
+    d, notes = cfg.d_model, []
+    out: dict[str, torch.Tensor] = {}
+
+    def bias(name: str, size: int) -> torch.Tensor:
+        return s[name] if name in s else torch.zeros(size)
+
+    wte = s.get("tok_emb.weight", s["lm_head.weight"])
+    tied = cfg.tie_embeddings
+    if cfg.positional == "learned":
+        out["transformer.wte.weight"] = wte
+        out["transformer.wpe.weight"] = s["pos_emb.weight"]
+    else:
+        out["transformer.wte.weight"] = wte * math.sqrt(d)
+        out["transformer.wpe.weight"] = sinusoidal_table(cfg.context_length, d)
+        notes.append("sinusoidal positions written as wpe, sqrt(d_model) folded into wte")
+        if tied:
+            tied = False
+            notes.append("tied head written untied (wte carries the sqrt(d_model) scale)")
+    if not cfg.bias:
+        notes.append("bias=False written as zero biases")
+    for i in range(cfg.n_layers):
+        ours, hf = f"blocks.{i}", f"transformer.h.{i}"
+        for ln in ("ln_1", "ln_2"):
+            out[f"{hf}.{ln}.weight"] = s[f"{ours}.{ln}.weight"]
+            out[f"{hf}.{ln}.bias"] = bias(f"{ours}.{ln}.bias", d)
+        for our_name, hf_name in (
+            ("attn.qkv", "attn.c_attn"),
+            ("attn.proj", "attn.c_proj"),
+            ("mlp.fc", "mlp.c_fc"),
+            ("mlp.proj", "mlp.c_proj"),
+        ):
+            weight = s[f"{ours}.{our_name}.weight"]  # nn.Linear: (out, in)
+            out[f"{hf}.{hf_name}.weight"] = weight.t().contiguous()  # Conv1D: (in, out)
+            out[f"{hf}.{hf_name}.bias"] = bias(f"{ours}.{our_name}.bias", weight.size(0))
+    out["transformer.ln_f.weight"] = s["ln_f.weight"]
+    out["transformer.ln_f.bias"] = bias("ln_f.bias", d)
+    if not tied:
+        out["lm_head.weight"] = s["lm_head.weight"]
+    return {name: t.contiguous().clone() for name, t in out.items()}, tied, notes
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+
+
+def _is_export(folder: Path) -> bool:
+    """An earlier export (ours or hf) that a rerun may replace."""
+    names = {p.name for p in folder.iterdir()}
+    return names <= {WEIGHTS, CONFIG, PROVENANCE} and CONFIG in names
+
+
+def export(checkpoint: Path, out_dir: Path, fmt: ExportFormat = "safetensors") -> dict[str, Any]:
+    """Write the export of `checkpoint` into `out_dir` (replacing an earlier export there).
+
+    The folder is written beside `out_dir` and renamed into place, so a failure never leaves
+    half an export. Returns the config that was written.
+    """
+    if fmt not in FORMATS:
+        raise DataError(f"export: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (
+        not out_dir.is_dir() or (any(out_dir.iterdir()) and not _is_export(out_dir))
+    ):
+        raise DataError(f"{out_dir}: exists and is not an earlier export; choose a new folder")
+    state = load_checkpoint(checkpoint)
+    cfg = ModelConfig.from_dict(state["model_config"])
+    tokenizer = state.get("tokenizer") or "gpt2"
+    info = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model_config": cfg.to_dict(),
+        "tokenizer": tokenizer,
+        "vocab_size": cfg.vocab_size,
+        "eot_token": eot_token(tokenizer),
+        "source": source_info(checkpoint, state),
+    }
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.mkdir()
+    try:
+        if fmt == "safetensors":
+            save_file(our_tensors(state["model"], cfg), tmp / WEIGHTS, {"format": "pt"})
+            written = info
+        else:
+            tensors, tied, notes = hf_tensors(state["model"], cfg)
+            save_file(tensors, tmp / WEIGHTS, {"format": "pt"})
+            written = hf_config(cfg, info["eot_token"], tied)
+            _write_json(tmp / PROVENANCE, info | {"hf_conversions": notes})
+        _write_json(tmp / CONFIG, written)
+        old = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.old")
+        if out_dir.exists():
+            os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return written
+
+
+def read_export_config(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / CONFIG
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found; is {folder} an `llmforge export` folder?") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not readable JSON ({exc})") from None
+    if data.get("model_type") == "gpt2":
+        raise DataError(
+            f"{folder}: a Hugging Face GPT-2 export; load it with "
+            "transformers.GPT2LMHeadModel.from_pretrained"
+        )
+    if data.get("format") != FORMAT_NAME or "model_config" not in data:
+        raise DataError(f"{path}: not an llmforge export (format {data.get('format')!r})")
+    if data.get("format_version", 0) > FORMAT_VERSION:
+        raise DataError(f"{path}: format_version {data['format_version']} is newer than this code")
+    return data
+
+
+def load_exported(folder: Path | str, device: torch.device | str = "cpu") -> GPT:
+    """A GPT in eval mode from an `llmforge export --format safetensors` folder."""
+    folder = Path(folder)
+    data = read_export_config(folder)
+    cfg = ModelConfig.from_dict(data["model_config"])
+    try:
+        tensors = load_file(folder / WEIGHTS)
+    except FileNotFoundError:
+        raise DataError(f"{folder / WEIGHTS}: not found") from None
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise DataError(f"{folder / WEIGHTS}: not readable safetensors ({exc})") from None
+    model = GPT(cfg)
+    if cfg.tie_embeddings:
+        tensors.setdefault("tok_emb.weight", tensors.get("lm_head.weight"))
+    wanted = model.state_dict()
+    missing = sorted(set(wanted) - set(tensors))
+    unexpected = sorted(set(tensors) - set(wanted))
+    if missing or unexpected:
+        raise DataError(
+            f"{folder}: weights do not fit the config: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    for name in VOCAB_KEYS:
+        # A model built with a padded vocabulary keeps its extra rows as initialised.
+        have, want = tensors[name], wanted[name]
+        if have.size(0) < want.size(0):
+            tensors[name] = torch.cat([have, want[have.size(0) :]])
+    model.load_state_dict(tensors)
+    return model.to(device).eval()
+
+
+def checkpoint_for(ref: str | Path, storage_root: str | Path | None) -> Path:
+    """The checkpoint a command means: a checkpoint file, a folder holding checkpoint.pt (a
+    train version or `stage train` output), or a run id recorded under the storage root."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if (path / CHECKPOINT_NAME).is_file():
+            return path / CHECKPOINT_NAME
+        raise DataError(f"{path}: no {CHECKPOINT_NAME} in this folder")
+    if storage_root is None:
+        raise DataError(f"{ref}: no such file or folder, and no storage root to find a run in")
+    from pipeline.runs import RunRecord
+    from pipeline.storage import Storage, load_version
+
+    storage = Storage.at(storage_root)
+    record = RunRecord.load(storage, str(ref))
+    train = (record.data.get("versions") or {}).get("train")
+    if not train:
+        raise DataError(f"run '{ref}' has no train version (did it train?)")
+    version = load_version(storage, "train", train["version_id"])
+    checkpoint = version.path / CHECKPOINT_NAME
+    if not checkpoint.is_file():
+        raise DataError(f"{checkpoint}: not found (train version {train['version_id']})")
+    return checkpoint
