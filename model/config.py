@@ -151,5 +151,6 @@ class EvalConfig(BaseModel):
     seed: int = 1337
     hellaswag_path: str | None = None  # JSONL with ctx / endings / label; None skips it
     hellaswag_limit: int | None = Field(default=None, gt=0)  # first N items (None: all)
+    contamination: bool = True  # 13-gram overlap of val/HellaSwag items with the train split
     precision: Precision = "auto"
     device: Device = "auto"

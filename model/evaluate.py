@@ -5,7 +5,11 @@
 
 Writes `eval.json` (atomically) and `samples.txt` to out_dir and returns the same dict. The
 validation tokens are the first `eval_tokens` of the val split, identified by the token
-dataset's version id, count and hash so runs compare on the same text (REFERENCE, Evaluation).
+dataset's version id, count and hash so runs compare on the same text (REFERENCE, Evaluation):
+`val_set_sha256` names them (sha256 of the token ids), and `llmforge runs compare` refuses to
+compare metrics measured on different ones. `contamination` counts the evaluation items (val
+documents, HellaSwag items) sharing a word 13-gram with a training document
+(pipeline/contamination.py).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from model.data import ValidationSet, get_encoding, read_token_manifest, validat
 from model.gpt import GPT
 from model.hellaswag import evaluate_hellaswag
 from model.precision import Precision, setup_precision
+from pipeline.contamination import NgramIndex, hellaswag_texts, token_dataset_texts
 from pipeline.documents import DataError
 
 
@@ -103,6 +108,24 @@ def generate_samples(
     return samples
 
 
+def contamination_report(
+    token_dir: Path,
+    decode,
+    eot_token: int,
+    hellaswag_path: str | Path | None = None,
+    hellaswag_limit: int | None = None,
+) -> dict[str, Any]:
+    """13-gram overlap of the val split's documents (and the HellaSwag items, when given)
+    with the train split's documents, both decoded from the token dataset."""
+    sets = {"val": token_dataset_texts(token_dir, "val", decode, eot_token)}
+    if hellaswag_path:
+        sets["hellaswag"] = hellaswag_texts(hellaswag_path, hellaswag_limit)
+    index = NgramIndex(sets)
+    for text in token_dataset_texts(token_dir, "train", decode, eot_token):
+        index.scan(text)
+    return index.report()
+
+
 def evaluate(cfg: EvalConfig, checkpoint: Path, token_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Score one checkpoint on the token dataset's val split (+ HellaSwag if configured)."""
     started = time.perf_counter()
@@ -126,6 +149,7 @@ def evaluate(cfg: EvalConfig, checkpoint: Path, token_dir: Path, out_dir: Path) 
         "checkpoint": str(checkpoint),
         "step": state.get("step"),
         "trained_on": state.get("token_dataset"),
+        "val_set_sha256": val.sha256,
         "val_set": val.identity() | {"targets": int(nll.size)},
         "val_loss": loss,
         "perplexity": math.exp(loss) if loss < 700 else float("inf"),
@@ -156,6 +180,10 @@ def evaluate(cfg: EvalConfig, checkpoint: Path, token_dir: Path, out_dir: Path) 
             T,
             precision.device,
             cfg.hellaswag_limit,
+        )
+    if cfg.contamination:
+        result["contamination"] = contamination_report(
+            token_dir, encoding.decode, info.eot_token, cfg.hellaswag_path, cfg.hellaswag_limit
         )
     result["elapsed_s"] = round(time.perf_counter() - started, 3)
 

@@ -13,7 +13,7 @@ from model.evaluate import bits_per_byte, evaluate
 from model.hellaswag import evaluate_hellaswag, iter_items
 from pipeline.documents import DataError
 from tests.conftest import shared_data
-from tests.model.conftest import small_cfg
+from tests.model.conftest import shakespeare_docs, small_cfg
 
 ENC = tiktoken.get_encoding("gpt2")
 
@@ -125,6 +125,12 @@ def test_evaluate_end_to_end(eval_result):
     assert all(s["completion"] for s in result["samples"])
     assert "ROMEO:" in (eval_dir / "samples.txt").read_text()
     assert result["hellaswag"]["n"] == 3 and 0.0 <= result["hellaswag"]["acc"] <= 1.0
+    assert result["val_set_sha256"] == ident["sha256"] and len(ident["sha256"]) == 16
+    contamination = result["contamination"]
+    assert contamination["ngram"] == 13 and contamination["train_documents"] > 1000
+    assert contamination["hellaswag"]["too_short"] == 3  # the toy items have < 13 words
+    val = contamination["val"]
+    assert val["items"] == len(shakespeare_docs()[1]) and 0.0 <= val["fraction"] < 0.5
 
 
 def test_evaluate_is_reproducible(eval_result, trained_run, shakespeare_tokens, tmp_path):
@@ -138,3 +144,26 @@ def test_evaluate_is_reproducible(eval_result, trained_run, shakespeare_tokens, 
 def test_evaluate_missing_checkpoint_is_one_line(shakespeare_tokens, tmp_path):
     with pytest.raises(DataError, match="checkpoint not found"):
         evaluate(EvalConfig(), tmp_path / "nope.pt", shakespeare_tokens, tmp_path)
+
+
+def test_contamination_finds_planted_val_and_hellaswag_items(tmp_path):
+    from model.evaluate import contamination_report
+    from tests.model.conftest import write_token_dataset
+
+    planted = "the quick brown fox jumps over the lazy dog while seven wise owls watch the oak"
+    clean = "an entirely different sentence about ships sailing far beyond the grey northern sea"
+    train = [ENC.encode_ordinary(f"Some page. {planted.upper()}! More."), ENC.encode_ordinary("x")]
+    val = [ENC.encode_ordinary(f"Quoted: {planted}"), ENC.encode_ordinary(clean)]
+    tokens = write_token_dataset(tmp_path / "tok", [d + [50256] for d in train], val)
+    items = [
+        {
+            "ctx": planted.split(" while")[0],
+            "endings": [" while seven wise owls watch the oak"] * 4,
+        },
+        {"ctx": clean, "endings": ["a", "b", "c", "d"], "label": 0},
+    ]
+    hs = write_jsonl(tmp_path / "hs.jsonl", items)
+    report = contamination_report(tokens, ENC.decode, 50256, hs)
+    assert report["val"] == {"items": 2, "too_short": 0, "contaminated": 1, "fraction": 0.5}
+    assert report["hellaswag"]["contaminated"] == 1 and report["hellaswag"]["items"] == 2
+    assert report["train_documents"] == 2
