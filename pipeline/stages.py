@@ -48,12 +48,17 @@ SPECS: dict[str, StageSpec] = {
         StageSpec(
             "filter",
             "extract",
-            ("pipeline/filters/*.py", "pipeline/filters/data/*.txt", "pipeline/langid.py"),
+            (
+                "pipeline/filters/*.py",
+                "pipeline/filters/data/*.txt",
+                "pipeline/langid.py",
+                "pipeline/contamination.py",
+            ),
         ),
         StageSpec("dedup", "filter", ("pipeline/dedup/*.py",)),
         StageSpec("tokenize", "dedup", ("pipeline/tokenize.py",)),
         StageSpec("train", "tokenize", ("model/*.py",)),
-        StageSpec("evaluate", "train", ("model/*.py",)),
+        StageSpec("evaluate", "train", ("model/*.py", "pipeline/contamination.py")),
     ]
 }
 DATA_STAGES = ("crawl", "extract", "filter", "dedup", "tokenize")

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.filters.badwords import C4BadWordsConfig, C4BadWordsFilter
 from pipeline.filters.base import DocumentFilter
 from pipeline.filters.c4 import C4Config, C4Filter
+from pipeline.filters.decontaminate import DecontaminateConfig, DecontaminateFilter
 from pipeline.filters.fineweb import FineWebQualityConfig, FineWebQualityFilter
 from pipeline.filters.gopher_quality import GopherQualityConfig, GopherQualityFilter
 from pipeline.filters.gopher_repetition import GopherRepetitionConfig, GopherRepetitionFilter
@@ -43,6 +44,7 @@ class FilterConfig(BaseModel):
     c4_badwords: C4BadWordsConfig = Field(default_factory=C4BadWordsConfig)
     fineweb: FineWebQualityConfig = Field(default_factory=FineWebQualityConfig)
     pii: PIIConfig = Field(default_factory=PIIConfig)
+    decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
 
 
 FILTERS: dict[str, type[DocumentFilter]] = {
@@ -56,6 +58,7 @@ FILTERS: dict[str, type[DocumentFilter]] = {
         C4BadWordsFilter,
         FineWebQualityFilter,
         PIIFilter,
+        DecontaminateFilter,
     )
 }
 
