@@ -106,6 +106,7 @@ class ReportData:
     domains_kept: list[DomainRow]
     domains_removed: list[DomainRow]
     clusters: ClusterInfo | None
+    contamination: dict[str, Any] | None = None  # eval.json's 13-gram overlap, if evaluated
 
 
 def _shards(folder: Path) -> list[Path]:
@@ -392,6 +393,17 @@ def collect_signals(stages: dict[str, StageInfo]) -> tuple[list[SignalData], lis
     return out, []
 
 
+def collect_contamination(storage: Storage, record: RunRecord) -> dict[str, Any] | None:
+    """The evaluate version's 13-gram overlap numbers (pipeline/contamination.py), if any."""
+    version = (record.data.get("versions") or {}).get("evaluate")
+    if not version:
+        return None
+    path = storage.version_dir("evaluate", version["version_id"]) / "eval.json"
+    if not path.is_file():
+        return None
+    return read_json(path).get("contamination")
+
+
 def collect_report(storage: Storage, run_id: str, config: ReportConfig) -> ReportData:
     record = RunRecord.load(storage, run_id)
     stages, notes = load_stages(storage, record)
@@ -407,4 +419,5 @@ def collect_report(storage: Storage, run_id: str, config: ReportConfig) -> Repor
         domains_kept=kept,
         domains_removed=removed,
         clusters=collect_clusters(stages, config),
+        contamination=collect_contamination(storage, record),
     )

@@ -225,6 +225,32 @@ def _clusters_section(data: ReportData, image: Callable[[str], str]) -> list[str
     return [*lines, ""]
 
 
+def _contamination_section(data: ReportData) -> list[str]:
+    """Evaluation items sharing a word 13-gram with a training document (eval.json)."""
+    report = data.contamination
+    if not report:
+        return []
+    n = report.get("ngram", 13)
+    lines = [
+        "## 6. Contamination",
+        "",
+        f"Evaluation items with any word {n}-gram found in a training document "
+        f"({_n(report.get('train_documents'))} training documents checked; normalized as "
+        "lm-evaluation-harness's decontamination). Items shorter than "
+        f"{n} words cannot be checked.",
+        "",
+    ]
+    rows = []
+    for name, value in report.items():
+        if isinstance(value, dict):
+            fraction = value.get("fraction")
+            share = "–" if fraction is None else f"{fraction:.2%}"
+            cells = [_n(value.get(k)) for k in ("items", "too_short", "contaminated")]
+            rows.append([escape(name), *cells, share])
+    lines += _table(["eval set", "items", "too short", "contaminated", "share"], rows)
+    return lines
+
+
 def render_markdown(data: ReportData, image: Callable[[str], str]) -> str:
     """The report; `image(key)` gives the link target of a chart ("funnel", "signals" or
     "clusters")."""
@@ -235,6 +261,7 @@ def render_markdown(data: ReportData, image: Callable[[str], str]) -> str:
     lines += _signals_section(data, image)
     lines += _domains_section(data)
     lines += _clusters_section(data, image)
+    lines += _contamination_section(data)
     return "\n".join(lines).rstrip() + "\n"
 
 

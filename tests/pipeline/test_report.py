@@ -7,6 +7,7 @@ version deleted since), and each test reads the report of one of them.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -237,3 +238,24 @@ def _samples(removals: str, reason: str) -> list[str]:
     """The sample list items under a reason's `####` heading, continuation lines joined."""
     block = removals.split(f"#### `{reason}` (")[1].split("\n\n", 2)[1]
     return [item.strip() for item in ("\n" + block).split("\n- ")[1:]]
+
+
+def test_contamination_section_from_the_evaluate_version(tmp_path):
+    storage = Storage.at(tmp_path)
+    folder = storage.version_dir("evaluate", "e1")
+    folder.mkdir(parents=True)
+    contamination = {
+        "ngram": 13,
+        "train_documents": 1200,
+        "train_documents_with_eval_ngrams": 3,
+        "val": {"items": 40, "too_short": 8, "contaminated": 2, "fraction": 2 / 32},
+        "hellaswag": {"items": 10, "too_short": 0, "contaminated": 0, "fraction": 0.0},
+    }
+    (folder / "eval.json").write_text(json.dumps({"contamination": contamination}))
+    _record(storage, "evaluated", [{"stage": "evaluate", "version_id": "e1"}])
+    _record(storage, "not-evaluated", [])
+    markdown = build_report(storage, "evaluated").markdown.read_text()
+    assert "## 6. Contamination" in markdown and "1,200 training documents" in markdown
+    assert "| val | 40 | 8 | 2 | 6.25% |" in markdown
+    assert "| hellaswag | 10 | 0 | 0 | 0.00% |" in markdown
+    assert "Contamination" not in build_report(storage, "not-evaluated").markdown.read_text()
