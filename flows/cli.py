@@ -367,6 +367,63 @@ def runs_lineage(run_id: str, storage: RootOpt = None, config: ConfigOpt = None)
     console.print(format_lineage(lineage(_storage(root), run_id)), soft_wrap=True, markup=False)
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@runs_app.command("compare")
+def runs_compare(
+    run_a: str,
+    run_b: str,
+    plot: Annotated[
+        Path | None, typer.Option(help="Loss curves PNG (default: ./compare-A-vs-B.png).")
+    ] = None,
+    allow_different_val: Annotated[
+        bool, typer.Option(help="Show metrics even if the validation sets differ.")
+    ] = False,
+    storage: RootOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Two runs side by side: config differences, dataset versions, metrics, loss curves.
+
+    Metrics from different validation sets (eval.json's val_set_sha256) are refused: the
+    reason is printed and the exit code is 1, unless --allow-different-val.
+    """
+    from pipeline.compare import compare_runs, plot_loss_curves
+
+    root = storage or _config(config, None).run.storage_root
+    result = compare_runs(_storage(root), run_a, run_b)
+    diffs = Table(title="config differences")
+    for column in ("key", run_a, run_b):
+        diffs.add_column(column, overflow="fold")
+    for key, a, b in result.config_diffs:
+        diffs.add_row(key, _cell(a), _cell(b))
+    console.print(diffs if result.config_diffs else "configs: identical")
+    datasets = Table(title="dataset versions")
+    for column in ("stage", run_a, run_b, "same"):
+        datasets.add_column(column)
+    for stage, a, b in result.datasets:
+        datasets.add_row(stage, _cell(a), _cell(b), "yes" if a == b else "no")
+    console.print(datasets)
+    path = plot_loss_curves(result, plot or Path(f"compare-{run_a}-vs-{run_b}.png"))
+    console.print(f"loss curves: {path}", soft_wrap=True)
+    if result.refusal and not allow_different_val:
+        print(f"error: metrics not compared: {result.refusal}", file=sys.stderr)
+        raise typer.Exit(1)
+    if result.refusal:
+        console.print(f"warning: {result.refusal}", soft_wrap=True)
+    metrics = Table(title="metrics")
+    for column in ("metric", run_a, run_b):
+        metrics.add_column(column)
+    for label, a, b in result.metrics:
+        metrics.add_row(label, _cell(a), _cell(b))
+    console.print(metrics)
+
+
 @server_app.command("start")
 def server_start(storage: RootOpt = None, config: ConfigOpt = None) -> None:
     """Start (or reuse) the local Prefect server and print the UI link."""

@@ -1,0 +1,123 @@
+"""`runs compare`: config differences, dataset versions, metrics, and the val-set refusal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.compare import compare_runs, config_diffs, flatten, plot_loss_curves
+from pipeline.documents import DataError
+from pipeline.storage import Storage
+
+REPO = Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+
+
+def fake_run(root: Path, run_id: str, lr: float, val_sha: str | None, loss: float) -> None:
+    """A run record naming tokenize/train/evaluate versions, with their result files."""
+    versions = {
+        "tokenize": f"tok-{val_sha}",
+        "train": f"train-{run_id}",
+        "evaluate": f"ev-{run_id}",
+    }
+    train_dir = root / "versions" / "train" / versions["train"]
+    write_json(train_dir / "train.json", {"steps": 40, "tokens_per_s": 1234.5})
+    rows = [{"step": s, "loss": loss + 2 / s} for s in range(1, 41)] + [
+        {"step": 40, "val_loss": loss}
+    ]
+    (train_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    val_set = {"version_id": versions["tokenize"], "tokens": 2048}
+    if val_sha is not None:
+        val_set["sha256"] = val_sha
+    result = {"val_loss": loss, "perplexity": 2.718**loss, "bits_per_byte": loss / 3,
+              "hellaswag": {"n": 10, "acc": 0.3, "acc_norm": 0.25}, "val_set": val_set}  # fmt: skip
+    write_json(root / "versions" / "evaluate" / versions["evaluate"] / "eval.json", result)
+    config = {"train": {"lr": lr, "preset": "tiny"}, "tokenize": {"val_fraction": 0.05}}
+    record = {
+        "run_id": run_id,
+        "config": config,
+        "versions": {stage: {"stage": stage, "version_id": v} for stage, v in versions.items()},
+    }
+    write_json(root / "runs" / run_id / "run.json", record)
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    fake_run(tmp_path, "a", 1e-3, "aaaa", 5.0)
+    fake_run(tmp_path, "b", 3e-3, "aaaa", 4.5)
+    fake_run(tmp_path, "other-val", 3e-3, "bbbb", 4.0)
+    fake_run(tmp_path, "old-eval", 3e-3, None, 4.0)
+    return tmp_path
+
+
+def test_flatten_and_config_diffs():
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": 1, "a.c": [1, 2], "d": None}
+    assert config_diffs({"t": {"lr": 1, "x": 2}}, {"t": {"lr": 3, "x": 2}, "new": 1}) == [
+        ("new", None, 1),
+        ("t.lr", 1, 3),
+    ]
+
+
+def test_same_val_set_compares_metrics(root, tmp_path):
+    result = compare_runs(Storage.at(root), "a", "b")
+    assert result.refusal is None
+    assert result.config_diffs == [("train.lr", 1e-3, 3e-3)]
+    assert result.datasets == [
+        ("tokenize", "tok-aaaa", "tok-aaaa"),
+        ("train", "train-a", "train-b"),
+        ("evaluate", "ev-a", "ev-b"),
+    ]
+    metrics = {label: (a, b) for label, a, b in result.metrics}
+    assert metrics["val loss"] == (5.0, 4.5) and metrics["hellaswag acc"] == (0.3, 0.3)
+    assert metrics["tokens/s"] == (1234.5, 1234.5)
+    png = plot_loss_curves(result, tmp_path / "plots" / "ab.png")
+    assert png.read_bytes().startswith(PNG_MAGIC) and png.stat().st_size > 10_000
+
+
+def test_different_or_unnamed_val_sets_are_refused(root):
+    refusal = compare_runs(Storage.at(root), "a", "other-val").refusal
+    assert refusal.startswith("different validation sets: run a was evaluated on aaaa")
+    assert "run other-val on bbbb" in refusal and "\n" not in refusal
+    refusal = compare_runs(Storage.at(root), "old-eval", "a").refusal
+    assert refusal == "run old-eval's eval.json does not name its validation set (re-evaluate it)"
+    with pytest.raises(DataError, match="run 'nope' not found"):
+        compare_runs(Storage.at(root), "a", "nope")
+
+
+def llmforge(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_compare(root, tmp_path):
+    plot = tmp_path / "cmp.png"
+    done = llmforge("runs", "compare", "a", "b", "--storage", str(root), "--plot", str(plot))
+    assert done.returncode == 0, done.stderr
+    assert "train.lr" in done.stdout and "val loss" in done.stdout and "tok-aaaa" in done.stdout
+    assert plot.read_bytes().startswith(PNG_MAGIC)
+    refused = llmforge(
+        "runs", "compare", "a", "other-val", "--storage", str(root), "--plot", str(plot)
+    )
+    assert refused.returncode == 1 and "val loss" not in refused.stdout
+    assert refused.stderr.startswith("error: metrics not compared: different validation sets")
+    assert refused.stderr.count("\n") == 1 and "train.lr" in refused.stdout
+    allowed = llmforge(
+        "runs", "compare", "a", "other-val", "--allow-different-val",
+        "--storage", str(root), "--plot", str(plot),
+    )  # fmt: skip
+    assert allowed.returncode == 0 and "warning: different validation sets" in allowed.stdout
+    assert "val loss" in allowed.stdout
