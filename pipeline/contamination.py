@@ -57,15 +57,22 @@ def ngram_hashes(text: str, n: int = NGRAM) -> np.ndarray:
     return acc
 
 
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique by sorting: numpy 2's hash-based unique costs ~0.3 ms a call on small arrays."""
+    values = np.sort(values)
+    if values.size < 2:
+        return values
+    return values[np.concatenate(([True], values[1:] != values[:-1]))]
+
+
 Item = str | list[str]  # an evaluation item: one text, or texts whose n-grams are pooled
 
 
 def item_hashes(item: Item, n: int = NGRAM) -> np.ndarray:
     """Sorted unique n-gram hashes of an item; n-grams never span two of its texts."""
     parts = [item] if isinstance(item, str) else item
-    return np.unique(
-        np.concatenate([ngram_hashes(part, n) for part in parts] or [np.zeros(0, np.uint64)])
-    )
+    hashes = [ngram_hashes(part, n) for part in parts]
+    return _sorted_unique(np.concatenate(hashes) if hashes else np.zeros(0, np.uint64))
 
 
 class NgramIndex:
@@ -77,7 +84,7 @@ class NgramIndex:
             name: [item_hashes(item, n) for item in items] for name, items in sets.items()
         }
         every = [h for items in self.items.values() for h in items]
-        self.ngrams = np.unique(np.concatenate(every)) if every else np.zeros(0, np.uint64)
+        self.ngrams = _sorted_unique(np.concatenate(every) if every else np.zeros(0, np.uint64))
         self.seen = np.zeros(self.ngrams.size, dtype=bool)
         self.documents = 0
         self.contaminated_documents = 0

@@ -135,10 +135,11 @@ def test_evaluate_end_to_end(eval_result):
 
 def test_evaluate_is_reproducible(eval_result, trained_run, shakespeare_tokens, tmp_path):
     cfg, first, _ = eval_result
-    cfg = cfg.model_copy(update={"hellaswag_path": None})
+    cfg = cfg.model_copy(update={"hellaswag_path": None, "contamination": False})
     again = evaluate(cfg, trained_run[0] / "checkpoint.pt", shakespeare_tokens, tmp_path)
     assert again["samples"] == first["samples"]
     assert again["val_loss"] == first["val_loss"] and "hellaswag" not in again
+    assert "contamination" not in again and again["val_set_sha256"] == first["val_set_sha256"]
 
 
 def test_evaluate_missing_checkpoint_is_one_line(shakespeare_tokens, tmp_path):

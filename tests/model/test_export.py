@@ -176,6 +176,7 @@ def llmforge(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # three CLI processes, each importing torch
 def test_cli_exports_a_trained_run(trained_run, tmp_path):
     run_dir, summary, _ = trained_run
     fake_run(tmp_path / "storage", "run-a", run_dir)
