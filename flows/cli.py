@@ -96,6 +96,14 @@ def print_summary(record: dict[str, Any]) -> None:
             notes.append(
                 f"hellaswag ({hs['n']}): acc {hs['acc']:.3f}, acc_norm {hs['acc_norm']:.3f}"
             )
+        if isinstance(extra.get("contamination"), dict):
+            sets = extra["contamination"]
+            found = [
+                f"{name} {value['contaminated']}/{value['items'] - value['too_short']}"
+                for name, value in sets.items()
+                if isinstance(value, dict)
+            ]
+            notes.append(f"{sets.get('ngram', 13)}-gram contaminated: " + ", ".join(found))
         model_stage = stage in ("train", "evaluate")
         stages.add_row(
             stage,
