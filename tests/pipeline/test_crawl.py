@@ -115,6 +115,7 @@ def serve() -> Iterator[Callable[[dict[str, Route]], Site]]:
 
 def config(site: Site, **overrides: object) -> CrawlConfig:
     fast = {"delay_seconds": 0, "backoff_seconds": 0.01, "timeout_seconds": 5, "max_retries": 1}
+    fast["allow_private_addresses"] = True  # the test servers listen on 127.0.0.1
     return CrawlConfig(seeds=[site.url()], **{**fast, **overrides})
 
 
