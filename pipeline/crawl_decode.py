@@ -17,7 +17,6 @@ from collections.abc import Iterator
 SLICE = 64 * 1024  # decoded bytes per step: the most this module holds at once
 # Content codings undone here (RFC 9110 §8.4.1); the crawler asks only for these.
 SUPPORTED = ("gzip", "x-gzip", "deflate")
-MAX_CODINGS = 2  # "gzip, gzip" happens (a proxy compressing again); more is an attack
 
 
 class DecodeError(Exception):
@@ -76,29 +75,25 @@ class _Inflater:
 
 
 class BodyDecoder:
-    """Decodes a body sent with `Content-Encoding: <codings>` (applied in order, undone in
-    reverse); raises DecodeError at once for a coding it does not know."""
+    """Decodes a body sent with `Content-Encoding: <coding>`; raises DecodeError at once for
+    a coding it does not know, or for stacked codings ("gzip, gzip"), which the WARC readers
+    downstream (warcio) would not undo either."""
 
     def __init__(self, content_encoding: str | None):
         codings = [c.strip().lower() for c in (content_encoding or "").split(",")]
         codings = [c for c in codings if c and c != "identity"]
-        unknown = [c for c in codings if c not in SUPPORTED]
-        if unknown:
-            raise DecodeError(f"unsupported content coding {unknown[0]!r}")
-        if len(codings) > MAX_CODINGS:
-            raise DecodeError(f"{len(codings)} content codings")
-        self.stages = [_Inflater(c) for c in reversed(codings)]
+        if len(codings) > 1:
+            raise DecodeError(f"stacked content codings {', '.join(codings)!r}")
+        if codings and codings[0] not in SUPPORTED:
+            raise DecodeError(f"unsupported content coding {codings[0]!r}")
+        self.inflater = _Inflater(codings[0]) if codings else None
 
     def feed(self, data: bytes) -> Iterator[bytes]:
-        yield from self._through(0, data)
-
-    def _through(self, stage: int, data: bytes) -> Iterator[bytes]:
-        if stage == len(self.stages):
+        if self.inflater is None:
             if data:
                 yield data
             return
-        for piece in self.stages[stage].feed(data):
-            yield from self._through(stage + 1, piece)
+        yield from self.inflater.feed(data)
 
 
 def decode_head(body: bytes, content_encoding: str | None, limit: int) -> bytes:

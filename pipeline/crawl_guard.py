@@ -73,6 +73,8 @@ def is_blocked(address: IPAddress) -> bool:
             return True  # fe80::1%eth0: a scoped address is local by definition
         if address.ipv4_mapped is not None:  # ::ffff:a.b.c.d is that IPv4 address
             return is_blocked(address.ipv4_mapped)
+        if address in _NAT64:  # so is 64:ff9b::a.b.c.d, through a NAT64 gateway
+            return is_blocked(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
         if any(is_blocked(v4) for v4 in embedded_ipv4(address)):
             return True
         if address.is_site_local:  # fec0::/10, deprecated but still local
