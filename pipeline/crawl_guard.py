@@ -145,7 +145,10 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         the name does not resolve.
         """
         if host not in self._addresses:
-            self._addresses[host] = asyncio.ensure_future(self._resolve(host, port))
+            task = asyncio.ensure_future(self._resolve(host, port))
+            # Read a failure even if every waiter was cancelled (a fetch timed out).
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._addresses[host] = task
         try:
             addresses = await asyncio.shield(self._addresses[host])
         except httpx.ConnectError:
