@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 
@@ -117,13 +117,44 @@ class BlockedAddress(Exception):
         self.address = address
 
 
+class _Pool:
+    """One host's connection pool and how many of its responses are still open."""
+
+    def __init__(self, limits: httpx.Limits):
+        self.transport = httpx.AsyncHTTPTransport(limits=limits)
+        self.open = 0
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body that tells its pool when it is closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, pool: _Pool):
+        self.stream = stream
+        self.pool: _Pool | None = pool
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self.stream.aclose()
+        finally:
+            if self.pool is not None:
+                self.pool.open -= 1
+                self.pool = None
+
+
 class GuardedTransport(httpx.AsyncBaseTransport):
     """An httpx transport that resolves each host once, refuses non-public addresses (unless
     `allow_private`), and connects to the checked address itself.
 
     One inner transport (connection pool) per host name, so a TLS connection opened with one
-    name's SNI is never reused for another name on the same address.
+    name's SNI is never reused for another name on the same address; the pools of hosts
+    not used lately are closed once idle, so a crawl of many hosts keeps few sockets open.
     """
+
+    max_pools = 64  # hosts with kept-alive connections; a crawl's busy hosts fit easily
 
     def __init__(
         self,
@@ -135,7 +166,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         self.resolve = resolve or system_resolve
         self.limits = limits or httpx.Limits()
         self._addresses: dict[str, asyncio.Task[list[str]]] = {}
-        self._pools: dict[str, httpx.AsyncHTTPTransport] = {}
+        self._pools: dict[str, _Pool] = {}  # least recently used first
 
     async def addresses(self, host: str, port: int) -> list[str]:
         """The host's checked addresses (resolved once per crawl; failures are retried).
@@ -191,9 +222,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         url = request.url
         host = url.raw_host.decode("ascii")
         addresses = await self.addresses(host, url.port or _port(url))
-        pool = self._pools.get(host)
-        if pool is None:
-            pool = self._pools[host] = httpx.AsyncHTTPTransport(limits=self.limits)
+        pool = await self._pool(host)
         error: httpx.ConnectError | None = None
         for address in addresses:  # the next address only if this one refused the connection
             pinned = httpx.Request(
@@ -203,16 +232,40 @@ class GuardedTransport(httpx.AsyncBaseTransport):
                 stream=request.stream,
                 extensions={**request.extensions, "sni_hostname": host},
             )
+            pool.open += 1
             try:
-                return await pool.handle_async_request(pinned)
+                response = await pool.transport.handle_async_request(pinned)
             except httpx.ConnectError as exc:
+                pool.open -= 1
                 error = exc
+                continue
+            except BaseException:
+                pool.open -= 1
+                raise
+            assert isinstance(response.stream, httpx.AsyncByteStream)
+            return httpx.Response(
+                response.status_code,
+                headers=response.headers,
+                stream=_Body(response.stream, pool),
+                extensions=response.extensions,
+            )
         assert error is not None
         raise error
 
+    async def _pool(self, host: str) -> _Pool:
+        pool = self._pools.pop(host, None) or _Pool(self.limits)
+        self._pools[host] = pool  # now the most recently used
+        for other, old in list(self._pools.items()):
+            if len(self._pools) <= self.max_pools:
+                break
+            if old.open == 0 and other != host:
+                del self._pools[other]
+                await old.transport.aclose()
+        return pool
+
     async def aclose(self) -> None:
         for pool in self._pools.values():
-            await pool.aclose()
+            await pool.transport.aclose()
         self._pools.clear()
 
 

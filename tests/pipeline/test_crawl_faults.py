@@ -195,6 +195,36 @@ def test_only_default_and_seed_ports_unless_allowed(serve, tmp_path: Path) -> No
     assert other.paths() == ["/robots.txt", "/"]
 
 
+def test_connection_pools_stay_bounded(serve) -> None:
+    """One pool per host name (TLS SNI), but a crawl of many hosts keeps only the recent
+    ones; a pool whose response is still being read is never closed under it."""
+    import asyncio
+
+    import httpx
+
+    from pipeline.crawl_guard import GuardedTransport
+
+    site = serve({"/": page()})
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    async def main() -> None:
+        transport = GuardedTransport(allow_private=True, resolve=resolve)
+        transport.max_pools = 3
+        async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
+            async with client.stream("GET", f"http://busy.test:{site.port}/") as held:
+                for number in range(8):
+                    response = await client.get(f"http://h{number}.test:{site.port}/")
+                    assert response.status_code == 200
+                    assert len(transport._pools) <= 3
+                assert list(transport._pools) == ["busy.test", "h6.test", "h7.test"]
+                assert b"Some text." in await held.aread()
+            assert all(pool.open == 0 for pool in transport._pools.values())
+
+    asyncio.run(main())
+
+
 # --- decoded bytes against the cap ---------------------------------------------------------
 
 
