@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -120,8 +121,8 @@ class BlockedAddress(Exception):
 class _Pool:
     """One host's connection pool and how many of its responses are still open."""
 
-    def __init__(self, limits: httpx.Limits):
-        self.transport = httpx.AsyncHTTPTransport(limits=limits)
+    def __init__(self, limits: httpx.Limits, verify: ssl.SSLContext | bool):
+        self.transport = httpx.AsyncHTTPTransport(limits=limits, verify=verify)
         self.open = 0
 
 
@@ -161,10 +162,12 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         allow_private: bool = False,
         resolve: Resolver | None = None,
         limits: httpx.Limits | None = None,
+        verify: ssl.SSLContext | bool = True,  # certificates checked against the host name
     ):
         self.allow_private = allow_private
         self.resolve = resolve or system_resolve
         self.limits = limits or httpx.Limits()
+        self.verify = verify
         self._addresses: dict[str, asyncio.Task[list[str]]] = {}
         self._pools: dict[str, _Pool] = {}  # least recently used first
 
@@ -253,7 +256,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         raise error
 
     async def _pool(self, host: str) -> _Pool:
-        pool = self._pools.pop(host, None) or _Pool(self.limits)
+        pool = self._pools.pop(host, None) or _Pool(self.limits, self.verify)
         self._pools[host] = pool  # now the most recently used
         for other, old in list(self._pools.items()):
             if len(self._pools) <= self.max_pools:

@@ -225,6 +225,75 @@ def test_connection_pools_stay_bounded(serve) -> None:
     asyncio.run(main())
 
 
+def _certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for `name` (cryptography comes with prefect)."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_https_to_the_checked_address_still_verifies_the_name(serve, tmp_path: Path) -> None:
+    """Connecting to the pinned address keeps TLS right: SNI and the certificate check use
+    the host name, so the right name passes and another name on that address fails."""
+    import asyncio
+    import ssl
+
+    import httpx
+
+    from pipeline.crawl_guard import GuardedTransport
+
+    site = serve({"/": page()})
+    cert, key = _certificate(tmp_path, "site.test")
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    site.server.socket = server_context.wrap_socket(site.server.socket, server_side=True)
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    async def main() -> None:
+        transport = GuardedTransport(
+            allow_private=True, resolve=resolve, verify=ssl.create_default_context(cafile=cert)
+        )
+        async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
+            response = await client.get(f"https://site.test:{site.port}/")
+            assert response.status_code == 200 and b"Some text." in response.content
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await client.get(f"https://other.test:{site.port}/")
+
+    asyncio.run(main())
+    assert site.paths() == ["/"]
+
+
 # --- decoded bytes against the cap ---------------------------------------------------------
 
 
