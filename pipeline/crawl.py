@@ -168,9 +168,8 @@ class Crawler:
         self.out_dir = out_dir
         self.seeds = load_seeds(config)
         self.domains = allowed_domains(config, self.seeds)
-        self.ports = {p for p in (urlsplit(s).port for s in self.seeds) if p} | set(
-            config.allowed_ports
-        )
+        # Ports allowed besides each scheme's default: the seeds' own, and those configured.
+        self.ports = {p for s in self.seeds if (p := urlsplit(s).port)} | set(config.allowed_ports)
         self.on_progress = on_progress
         self.resolve = resolve
         self.seen: set[str] = set(self.seeds)
@@ -207,7 +206,7 @@ class Crawler:
         async with httpx.AsyncClient(
             headers=headers, transport=self.guard, timeout=cfg.timeout_seconds, trust_env=False
         ) as client:
-            self.fetcher = Fetcher(cfg, client)
+            self.fetcher = Fetcher(cfg, client, self.ports)
             for number, seed in enumerate(self.seeds):
                 self._enqueue(Item(0, (number,), seed))
             await self._schedule()

@@ -26,7 +26,7 @@ from protego import Protego
 
 from pipeline.crawl_decode import BodyDecoder, DecodeError, decode_head
 from pipeline.crawl_guard import BlockedAddress
-from pipeline.crawl_urls import host_key
+from pipeline.crawl_urls import host_key, port_allowed
 
 if TYPE_CHECKING:
     from pipeline.crawl import CrawlConfig
@@ -141,9 +141,10 @@ def product_token(user_agent: str) -> str:
 
 
 class Fetcher:
-    def __init__(self, config: CrawlConfig, client: httpx.AsyncClient):
+    def __init__(self, config: CrawlConfig, client: httpx.AsyncClient, ports: set[int]):
         self.config = config
         self.client = client
+        self.ports = ports  # besides the default ones: for robots.txt redirects
         self.agent = product_token(config.user_agent)
         self.shared = asyncio.Semaphore(config.concurrency)  # requests in flight, all hosts
         self.gates: dict[str, HostGate] = {}
@@ -229,6 +230,9 @@ class Fetcher:
             if not (fetched.error == "redirect" and fetched.location):
                 break
             url = str(httpx.URL(url).join(fetched.location))
+            if not port_allowed(url, self.ports):  # unreachable for us: disallow, below
+                fetched.error = "blocked_port"
+                break
         status = fetched.status or 0
         if fetched.error is None:
             text = fetched.decoded_body(ROBOTS_MAX_BYTES).decode("utf-8", errors="replace")
@@ -247,8 +251,8 @@ class Fetcher:
             robots, outcome = Robots(allow_all=True), "unavailable"
         else:
             # §2.3.1.4: "unreachable" (5xx, network errors) means disallow everything. 429 is
-            # treated like 5xx, as Google's crawler does; so is a refused address or a body
-            # that cannot be decoded.
+            # treated like 5xx, as Google's crawler does; so is a redirect to an address or
+            # port we refuse, or a body that cannot be decoded.
             robots, outcome = Robots(allow_all=False), "unreachable"
         self.counts[f"robots_{outcome}"] += 1
         return robots

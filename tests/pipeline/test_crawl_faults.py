@@ -555,6 +555,7 @@ def test_robots_fetch_outcomes(serve, tmp_path: Path) -> None:
     home = {"/": page("/early", "/late"), "/early": page(), "/late": page()}
     big = b"User-agent: *\nDisallow: /early\n" + b"#" * (550 * 1024) + b"\nDisallow: /late\n"
     chain = {f"/r{i}": (301, {"Location": f"/r{i + 1}"}, b"") for i in range(6)}
+    elsewhere = serve({"/robots.txt": (200, TEXT, b"User-agent: *\nAllow: /\n")})
     cases = {
         "404": ({"/robots.txt": (404, TEXT, b"")}, {"/early": None, "/late": None}),
         "403": ({"/robots.txt": (403, TEXT, b"")}, {"/early": None, "/late": None}),
@@ -566,6 +567,10 @@ def test_robots_fetch_outcomes(serve, tmp_path: Path) -> None:
                 "/r.txt": (200, TEXT, b"User-agent: *\nDisallow: /late\n"),
             },
             {"/early": None, "/late": "robots_disallowed"},
+        ),
+        "redirect-to-odd-port": (
+            {"/robots.txt": (302, {"Location": elsewhere.url("/robots.txt")}, b"")},
+            None,  # a port not allowed: never fetched, so unreachable
         ),
         "six-redirects": (
             {"/robots.txt": (301, {"Location": "/r0"}, b""), **chain},
@@ -589,6 +594,7 @@ def test_robots_fetch_outcomes(serve, tmp_path: Path) -> None:
             crawl(cfg, out)
             assert outcome(out) == {"/": None, **expected}, name
     assert len([p for p in site.paths() if p == "/robots.txt"]) == 1
+    assert elsewhere.requests == []
 
 
 def test_crawl_delay_spaces_requests(serve, tmp_path: Path) -> None:
