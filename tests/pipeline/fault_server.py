@@ -20,6 +20,11 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pipeline.crawl import CrawlConfig
 
 Body = bytes | Iterable[bytes | float]
 Response = tuple[int, dict[str, str], Body]
@@ -162,3 +167,37 @@ def serve_sites() -> Iterator[Callable[..., Site]]:
     yield start
     for site in sites:
         site.close()
+
+
+# --- crawling test sites and reading the outcome ----------------------------------------
+
+FAST = {
+    "delay_seconds": 0,
+    "backoff_seconds": 0.01,
+    "timeout_seconds": 5,
+    "max_retries": 1,
+}
+TEXT = {"Content-Type": "text/plain"}
+
+
+def config(*seeds: str, **overrides: object) -> CrawlConfig:
+    return CrawlConfig(seeds=list(seeds), **{**FAST, **overrides})
+
+
+def local(site: Site, **overrides: object) -> CrawlConfig:
+    """A crawl of one test site, with the opt-in its 127.0.0.1 address needs."""
+    return config(site.url(), allow_private_addresses=True, **overrides)
+
+
+def rows(out: Path) -> list[dict]:
+    return pq.read_table(out / "index" / "part-00000.parquet").to_pylist()
+
+
+def outcome(out: Path) -> dict[str, str | None]:
+    """URL (host-less for 127.0.0.1 pages) → error, None for a stored page."""
+    found = {}
+    for row in rows(out):
+        url = row["url"]
+        key = "/" + url.split(":", 2)[2].split("/", 1)[1] if "//127.0.0.1:" in url else url
+        found[key] = row["error"]
+    return found
