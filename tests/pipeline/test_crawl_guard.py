@@ -252,3 +252,27 @@ def test_https_to_the_checked_address_still_verifies_the_name(serve, tmp_path: P
 
     asyncio.run(main())
     assert site.paths() == ["/"]
+
+
+def test_the_transport_itself_refuses(serve) -> None:
+    """Defence in depth: a request that skips the crawler's own check (a robots.txt redirect,
+    a future caller) is refused by the transport, and the fetch records why."""
+    import asyncio
+
+    import httpx
+
+    from pipeline.crawl_fetch import Fetcher
+    from pipeline.crawl_guard import BlockedAddress, GuardedTransport
+
+    site = serve({"/": page()})
+
+    async def main() -> None:
+        transport = GuardedTransport()
+        async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
+            with pytest.raises(BlockedAddress, match="127.0.0.1"):
+                await client.get(site.url("/"))
+            fetched = await Fetcher(config(site.url()), client, set()).fetch(site.url("/"))
+            assert fetched.error == "blocked_address" and fetched.status is None
+
+    asyncio.run(main())
+    assert site.requests == []
