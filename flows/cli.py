@@ -288,6 +288,7 @@ def demo(
     with serve_site(site_dir, port=port) as base_url:
         console.print(f"sample site: {base_url} (seed {seed}, files in {site_dir})", soft_wrap=True)
         cfg.crawl.seeds = [f"{base_url}/"]
+        cfg.crawl.allow_private_addresses = True  # our own site on 127.0.0.1, whatever --config
         record = _run_pipeline(cfg, no_server)
     print_summary(record)
 

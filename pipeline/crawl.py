@@ -4,29 +4,41 @@
     crawl(CrawlConfig(seeds=["https://example.com/"], max_pages=50), Path("out"))
 
 Writes `out/warc/crawl-NNNNN.warc.gz` (request + response per stored HTML page) and
-`out/index/part-00000.parquet` (one row per URL tried, with its outcome). The crawl goes one
-depth level at a time and orders each level by discovery, interleaving hosts, so the same site
-gives the same pages whatever the timing. Fetching details live in `crawl_fetch.py`, URL
-handling in `crawl_urls.py`, output in `crawl_warc.py`.
+`out/index/part-00000.parquet` (one row per URL tried, with its outcome, in crawl order).
+Each host has its own queue, walked one depth level at a time, and its own politeness clock,
+so a slow or rate-limited host never holds up the others, and one site gives the same pages
+whatever the timing. Only public addresses are fetched (`crawl_guard.py`). Fetching details
+live in `crawl_fetch.py`, URL handling in `crawl_urls.py`, output in `crawl_warc.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import heapq
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.crawl_fetch import Fetched, Fetcher
-from pipeline.crawl_urls import charset_of, domain_allowed, extract_links, is_http, normalize_url
+from pipeline.crawl_guard import GuardedTransport, Resolver
+from pipeline.crawl_urls import (
+    charset_of,
+    domain_allowed,
+    extract_links,
+    host_key,
+    is_http,
+    normalize_url,
+    port_allowed,
+)
 from pipeline.crawl_warc import WarcSink, index_row, write_index
 from pipeline.documents import DataError
 from pipeline.stage import EmptyStageError, ParallelMap, StageResult, serial_map
@@ -62,12 +74,20 @@ class CrawlConfig(BaseModel):
     backoff_seconds: float = Field(default=0.5, ge=0)  # first retry waits ~0.5 s, then x2
     # Cap on any wait a server asks for (Retry-After, robots.txt Crawl-delay).
     max_retry_after_seconds: float = Field(default=60, ge=0)
-    # Bytes on the wire. Googlebot reads the first 15 MB (uncompressed) of an HTML file and
+    # Body bytes, counted both as received and as decoded (gzip undone), so a compression
+    # bomb stops here. Googlebot reads the first 15 MB (uncompressed) of an HTML file and
     # the median HTML file is ~30 kB (Google Search Central blog, 2022-06-28); pages past
     # 5 MB are rarely prose. Longer ones are recorded as too_large, not stored.
     max_response_bytes: int = Field(default=5_000_000, ge=1)
     user_agent: str = "llmforge-crawler/0.1"
     obey_robots: bool = True
+    # Off by default: loopback, private, link-local (cloud metadata), CGNAT, unique-local,
+    # multicast and reserved addresses are refused (crawl_blocked_address). Set it only to
+    # crawl a server of your own on such an address (the demo's sample site on 127.0.0.1).
+    allow_private_addresses: bool = False
+    # Ports fetched besides each scheme's default (80, 443) and the seeds' own ports; links
+    # to any other port are recorded as crawl_blocked_port.
+    allowed_ports: list[Annotated[int, Field(ge=1, le=65535)]] = []
     # Pages per WARC file: ~1000 pages is tens of MB gzipped, one extract shard each; the
     # WARC 1.1 spec (Annex C) recommends files under 1 GB.
     records_per_warc: int = Field(default=1000, ge=1)
@@ -103,33 +123,65 @@ def allowed_domains(config: CrawlConfig, seeds: list[str]) -> list[str]:
     return sorted({d.strip().lower().lstrip(".").removeprefix("*.") for d in domains} - {""})
 
 
-def interleave_hosts(urls: list[str]) -> list[str]:
-    """Round-robin over hosts (in order of first appearance), keeping each host's order, so
-    one big host does not hold every concurrency slot while the others idle."""
-    by_host: dict[str, list[str]] = {}
-    for url in urls:
-        by_host.setdefault(urlsplit(url).netloc, []).append(url)
-    queues = list(by_host.values())
-    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+@dataclass(order=True)
+class Item:
+    """A URL to visit. Items sort in crawl order: depth, then the link positions that led
+    from a seed to it, which is breadth-first order whatever the timing."""
+
+    depth: int
+    order: tuple[int, ...]
+    url: str = field(compare=False)
+
+
+class HostQueue:
+    """One host's frontier, walked a level at a time: the links of a level's pages wait until
+    the host's level is over, so the next level's order never depends on which page
+    finished first. Hosts move through their levels independently."""
+
+    def __init__(self) -> None:
+        self.pending: list[Item] = []  # a heap, in crawl order
+        self.level = 0
+        self.in_flight = 0
+        self.done: list[tuple[Item, list[str]]] = []  # this level's pages and their links
+
+    def _ready(self) -> bool:
+        return bool(self.pending) and self.pending[0].depth <= self.level
+
+    def pop_ready(self) -> Item | None:
+        return heapq.heappop(self.pending) if self._ready() else None
+
+    def level_over(self) -> bool:
+        return self.in_flight == 0 and not self._ready()
 
 
 class Crawler:
-    """One crawl's state; `run()` does the whole breadth-first walk."""
+    """One crawl's state; `run()` does the whole walk."""
 
-    def __init__(self, config: CrawlConfig, out_dir: Path, on_progress: ProgressFn | None):
+    def __init__(
+        self,
+        config: CrawlConfig,
+        out_dir: Path,
+        on_progress: ProgressFn | None,
+        resolve: Resolver | None = None,
+    ):
         self.config = config
         self.out_dir = out_dir
         self.seeds = load_seeds(config)
         self.domains = allowed_domains(config, self.seeds)
+        # Ports allowed besides each scheme's default: the seeds' own, and those configured.
+        self.ports = {p for s in self.seeds if (p := urlsplit(s).port)} | set(config.allowed_ports)
         self.on_progress = on_progress
+        self.resolve = resolve
         self.seen: set[str] = set(self.seeds)
-        self.rows: list[tuple[int, int, int, dict[str, Any]]] = []  # (depth, pos, hop, row)
-        self.links: dict[int, list[str]] = {}  # level position → links of that page
+        self.queues: dict[str, HostQueue] = {}  # host_key → queue, in order of first sight
+        self.rows: list[tuple[int, tuple[int, ...], int, dict[str, Any]]] = []
         self.link_counts: Counter[str] = Counter()
         self.stored = 0
         self.stored_bytes = 0
         self._last_progress = 0.0
-        self.fetcher: Fetcher  # needs the running loop's HTTP client: made in run()
+        # Need the running loop: made in run().
+        self.fetcher: Fetcher
+        self.guard: GuardedTransport
         info = {
             "software": config.user_agent,
             "format": "WARC File Format 1.1",
@@ -139,91 +191,126 @@ class Crawler:
 
     async def run(self) -> None:
         cfg = self.config
-        limits = httpx.Limits(max_connections=cfg.concurrency)
         headers = {
             "User-Agent": cfg.user_agent,
             "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8",
-            "Accept-Encoding": "gzip, deflate",  # what warcio can decode when reading back
+            "Accept-Encoding": "gzip, deflate",  # what crawl_decode and warcio can decode
         }
+        self.guard = GuardedTransport(
+            allow_private=cfg.allow_private_addresses,
+            resolve=self.resolve,
+            limits=httpx.Limits(max_connections=cfg.concurrency),
+        )
         # trust_env=False: no proxies or .netrc picked up from the environment, so a crawl
-        # behaves the same on every machine.
+        # behaves the same on every machine (and a proxy cannot bypass the address guard).
         async with httpx.AsyncClient(
-            headers=headers, limits=limits, timeout=cfg.timeout_seconds, trust_env=False
+            headers=headers, transport=self.guard, timeout=cfg.timeout_seconds, trust_env=False
         ) as client:
-            self.fetcher = Fetcher(cfg, client)
-            level = interleave_hosts(self.seeds)
-            for depth in range(cfg.max_depth + 1):
-                if not level or self.stored >= cfg.max_pages:
-                    break
-                self.links = {}
-                await self._crawl_level(level, depth)
-                found = []
-                for pos in range(len(level)):
-                    for link in self.links.get(pos, []):
-                        if link not in self.seen:
-                            self.seen.add(link)
-                            found.append(link)
-                level = interleave_hosts(found)
+            self.fetcher = Fetcher(cfg, client, self.ports)
+            for number, seed in enumerate(self.seeds):
+                self._enqueue(Item(0, (number,), seed))
+            await self._schedule()
 
-    async def _crawl_level(self, level: list[str], depth: int) -> None:
-        """Visit a level in order; never more tasks in flight than could still be stored, so
-        the pages kept are the first `max_pages` in crawl order whatever the timing."""
-        cfg = self.config
-        pending: set[asyncio.Task[None]] = set()
-        next_pos = 0
+    def _enqueue(self, item: Item) -> None:
+        queue = self.queues.setdefault(host_key(item.url), HostQueue())
+        heapq.heappush(queue.pending, item)
+
+    async def _schedule(self) -> None:
+        """Start every visit a host may start, until no host has anything left to do."""
+        tasks: dict[asyncio.Task[None], HostQueue] = {}
         while True:
-            while (
-                next_pos < len(level)
-                and len(pending) < cfg.concurrency
-                and self.stored + len(pending) < cfg.max_pages
-            ):
-                task = asyncio.create_task(self._visit(level[next_pos], depth, next_pos))
-                pending.add(task)
-                next_pos += 1
-            if not pending:
+            self._start_ready(tasks)
+            if not tasks:
                 return
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
+                tasks.pop(task).in_flight -= 1
                 task.result()  # a bug in a visit surfaces here; fetch failures are rows
             self._progress()
 
-    async def _visit(self, url: str, depth: int, pos: int) -> None:
+    def _start_ready(self, tasks: dict[asyncio.Task[None], HostQueue]) -> None:
+        """Close finished levels and start ready items, host by host. Never more visits in
+        flight than could still be stored, so the pages kept are the first `max_pages` in
+        crawl order (for one host, whatever the timing)."""
+        cfg = self.config
+        changed = True
+        while changed:
+            changed = False
+            for queue in list(self.queues.values()):
+                if queue.level_over():
+                    if queue.done:
+                        self._end_level(queue)  # may queue links on any host
+                        changed = True
+                    if queue.pending and queue.pending[0].depth > queue.level:
+                        queue.level = queue.pending[0].depth
+                        changed = True
+                while (
+                    queue.in_flight < cfg.per_host_concurrency
+                    and self.stored + len(tasks) < cfg.max_pages
+                    and (item := queue.pop_ready()) is not None
+                ):
+                    tasks[asyncio.create_task(self._visit(item))] = queue
+                    queue.in_flight += 1
+
+    def _end_level(self, queue: HostQueue) -> None:
+        for parent, links in sorted(queue.done, key=lambda done: done[0]):
+            for position, link in enumerate(links):
+                if link not in self.seen:
+                    self.seen.add(link)
+                    self._enqueue(Item(parent.depth + 1, (*parent.order, position), link))
+        queue.done = []
+
+    async def _refusal(self, url: str) -> str | None:
+        """Why `url` must not be fetched, checked before any request to its host."""
+        if not domain_allowed(url, self.domains):
+            return "off_domain"
+        if not port_allowed(url, self.ports):
+            return "blocked_port"
+        if await self.guard.check(url) is not None:
+            return "blocked_address"
+        if not await self.fetcher.allowed(url):
+            return "robots_disallowed"
+        return None
+
+    async def _visit(self, item: Item) -> None:
         """Fetch one URL, following redirects ourselves so each hop is checked and recorded."""
-        fetcher = self.fetcher
+        url = item.url
+        chain = [url]
         for hop in range(MAX_REDIRECTS + 2):
             if hop > MAX_REDIRECTS:
-                self._row(depth, pos, hop, url, "too_many_redirects")
+                self._row(item, hop, url, "too_many_redirects")
                 return
-            if not domain_allowed(url, self.domains):
-                self._row(depth, pos, hop, url, "off_domain")
+            refusal = await self._refusal(url)
+            if refusal is not None:
+                self._row(item, hop, url, refusal)
                 return
-            if not await fetcher.allowed(url):
-                self._row(depth, pos, hop, url, "robots_disallowed")
-                return
-            fetched = await fetcher.fetch(url)
+            fetched = await self.fetcher.fetch(url)
             if fetched.error != "redirect":
                 break
-            self.rows.append((depth, pos, hop, index_row(fetched, depth)))
             target = normalize_url(urljoin(url, fetched.location or ""))
+            if target in chain:  # back to a URL of this chain: it would never end
+                fetched.error = "redirect_loop"
+            self.rows.append((item.depth, item.order, hop, index_row(fetched, item.depth)))
             if target is None:
-                self._row(depth, pos, hop + 1, fetched.location or "", "bad_redirect")
+                self._row(item, hop + 1, fetched.location or "", "bad_redirect")
                 return
-            if target in self.seen:  # queued or fetched elsewhere: one copy is enough
+            if target in chain or target in self.seen:  # seen: queued or fetched elsewhere
                 return
             self.seen.add(target)
+            chain.append(target)
             url = target
+        depth = item.depth
         if fetched.error is not None or self.stored >= self.config.max_pages:
-            self.rows.append((depth, pos, hop, index_row(fetched, depth)))
+            self.rows.append((depth, item.order, hop, index_row(fetched, depth)))
             return
         warc = self.sink.write(fetched)
         self.stored += 1
         self.stored_bytes += fetched.nbytes
-        self.rows.append((depth, pos, hop, index_row(fetched, depth, warc)))
+        self.rows.append((depth, item.order, hop, index_row(fetched, depth, warc)))
         if depth < self.config.max_depth:
             html = fetched.decoded_body(self.config.max_response_bytes)
-            self.links[pos] = self._keep_links(
-                extract_links(html, url, charset_of(fetched.header("content-type")))
-            )
+            links = extract_links(html, url, charset_of(fetched.header("content-type")))
+            self.queues[host_key(item.url)].done.append((item, self._keep_links(links)))
 
     def _keep_links(self, links: list[str]) -> list[str]:
         kept = []
@@ -238,11 +325,11 @@ class Crawler:
                 kept.append(normalized)
         return kept
 
-    def _row(self, depth: int, pos: int, hop: int, url: str, error: str) -> None:
-        """An outcome with no request made (robots, off-domain, redirect limit)."""
+    def _row(self, item: Item, hop: int, url: str, error: str) -> None:
+        """An outcome with no request made (robots, off-domain, blocked, redirect limit)."""
         now = datetime.now(UTC).replace(microsecond=0)
         fetched = Fetched(url=url, fetched_at=now, error=error)
-        self.rows.append((depth, pos, hop, index_row(fetched, depth)))
+        self.rows.append((item.depth, item.order, hop, index_row(fetched, item.depth)))
 
     def _progress(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -268,13 +355,19 @@ class Crawler:
         )
 
 
-def crawl(config: CrawlConfig, out_dir: Path, on_progress: ProgressFn | None = None) -> StageResult:
-    """Crawl into `out_dir`; `on_progress(pages_stored, urls_seen)` is called now and then.
+def crawl(
+    config: CrawlConfig,
+    out_dir: Path,
+    on_progress: ProgressFn | None = None,
+    resolve: Resolver | None = None,
+) -> StageResult:
+    """Crawl into `out_dir`; `on_progress(pages_stored, urls_seen)` is called now and then;
+    `resolve(host, port)` replaces the system resolver (tests map names with it).
 
     Raises DataError for bad seeds and EmptyStageError (after writing the index, which says
     why) when no page was stored.
     """
-    crawler = Crawler(config, Path(out_dir), on_progress)
+    crawler = Crawler(config, Path(out_dir), on_progress, resolve)
     _run_sync(crawler.run())
     result = crawler.finish()
     if result.docs_out == 0:

@@ -2,14 +2,16 @@
 
 `Fetcher.fetch(url)` makes at most `1 + max_retries` requests and always returns a `Fetched`
 (failures are data, not exceptions). It never follows redirects itself: the crawler does, so
-each target is checked against the allowed domains and robots.txt and recorded.
+each target is checked against the allowed domains, ports, addresses and robots.txt and
+recorded. The byte cap counts decoded bytes as they arrive (`crawl_decode.py`); robots.txt is
+parsed by protego (RFC 9309: wildcards, `$`, longest match, Crawl-delay).
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -18,12 +20,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
-from urllib.robotparser import RobotFileParser
 
 import httpx
-from warcio.bufferedreaders import DecompressingBufferedReader
+from protego import Protego
 
-from pipeline.crawl_urls import host_key
+from pipeline.crawl_decode import BodyDecoder, DecodeError, decode_head
+from pipeline.crawl_guard import BlockedAddress
+from pipeline.crawl_urls import host_key, port_allowed
 
 if TYPE_CHECKING:
     from pipeline.crawl import CrawlConfig
@@ -51,6 +54,7 @@ class Fetched:
     content_type: str | None = None
     body: bytes | None = None  # as sent on the wire (still gzip if Content-Encoding says so)
     nbytes: int = 0  # body bytes received
+    decoded_bytes: int = 0  # body bytes after undoing Content-Encoding (counted, not kept)
     ip: str | None = None
     location: str | None = None  # Location header of a 3xx
     error: str | None = None
@@ -61,14 +65,7 @@ class Fetched:
 
     def decoded_body(self, limit: int) -> bytes:
         """The body with Content-Encoding (gzip, deflate) undone, at most `limit` bytes."""
-        encoding = (self.header("content-encoding") or "").strip().lower()
-        if not self.body or encoding in ("", "identity"):
-            return (self.body or b"")[:limit]
-        try:
-            reader = DecompressingBufferedReader(io.BytesIO(self.body), decomp_type=encoding)
-            return reader.read(limit)
-        except Exception:  # warcio raises bare Exception for unknown encodings; no links then
-            return b""
+        return decode_head(self.body or b"", self.header("content-encoding"), limit)
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
@@ -96,7 +93,9 @@ def backoff_delay(base: float, attempt: int, key: str) -> float:
 
 class HostGate:
     """Politeness for one host: at most `concurrency` requests in flight, starts spaced by
-    `delay` seconds, and a shared pause when the host asks for one (Retry-After)."""
+    `delay` seconds, and a pause when the host asks for one (Retry-After). A request waiting
+    for its host's clock holds none of the crawl's shared connection slots, so one host's
+    wait never delays another host."""
 
     def __init__(self, concurrency: int, delay: float):
         self.semaphore = asyncio.Semaphore(concurrency)
@@ -107,21 +106,49 @@ class HostGate:
         self.next_start = max(self.next_start, time.monotonic() + seconds)
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self, shared: asyncio.Semaphore) -> AsyncIterator[None]:
         async with self.semaphore:
-            # Re-check after each sleep: another request may have moved next_start meanwhile.
-            while (wait := self.next_start - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
+            while True:
+                while (wait := self.next_start - time.monotonic()) > 0:
+                    await asyncio.sleep(wait)
+                await shared.acquire()
+                if self.next_start <= time.monotonic():
+                    break
+                shared.release()  # the clock moved while we queued for a slot: wait again
             self.next_start = time.monotonic() + self.delay
-            yield
+            try:
+                yield
+            finally:
+                shared.release()
+
+
+@dataclass
+class Robots:
+    """A host's robots.txt: parsed rules, or (`rules` None) everything allowed or not."""
+
+    rules: Protego | None = None
+    allow_all: bool = True
+
+    def can_fetch(self, url: str, agent: str) -> bool:
+        return self.allow_all if self.rules is None else self.rules.can_fetch(url, agent)
+
+
+def product_token(user_agent: str) -> str:
+    """RFC 9309 §2.2.1: robots.txt groups name a crawler by its product token, the leading
+    letters, "_" and "-" of its user agent ("llmforge-crawler" of "llmforge-crawler/0.1")."""
+    match = re.match(r"[A-Za-z_-]+", user_agent)
+    return match.group(0) if match else user_agent
 
 
 class Fetcher:
-    def __init__(self, config: CrawlConfig, client: httpx.AsyncClient):
+    def __init__(self, config: CrawlConfig, client: httpx.AsyncClient, ports: set[int]):
         self.config = config
         self.client = client
+        self.ports = ports  # besides the default ones: for robots.txt redirects
+        self.agent = product_token(config.user_agent)
+        self.shared = asyncio.Semaphore(config.concurrency)  # requests in flight, all hosts
         self.gates: dict[str, HostGate] = {}
-        self._robots: dict[str, asyncio.Task[RobotFileParser]] = {}
+        self._robots: dict[str, asyncio.Task[Robots]] = {}
         self.counts: Counter[str] = Counter()  # requests, retries, robots outcomes
 
     def gate(self, url: str) -> HostGate:
@@ -137,7 +164,7 @@ class Fetcher:
         gate = self.gate(url)
         attempt = 0
         while True:
-            async with gate.slot():
+            async with gate.slot(self.shared):
                 result = await self._attempt(url, html_only, truncate)
             self.counts["requests"] += 1
             status = result.status or 0
@@ -173,6 +200,8 @@ class Fetcher:
                     result.error = "not_html"
                 else:
                     await _read_body(result, response, cap, truncate)
+        except BlockedAddress:
+            result.error = "blocked_address"
         except (TimeoutError, httpx.TimeoutException):
             result.error = "timeout"
         except httpx.ConnectError:
@@ -192,38 +221,39 @@ class Fetcher:
         if key not in self._robots:
             self._robots[key] = asyncio.create_task(self._load_robots(key))
         robots = await self._robots[key]
-        return robots.can_fetch(self.config.user_agent, url)
+        return robots.can_fetch(url, self.agent)
 
-    async def _load_robots(self, origin: str) -> RobotFileParser:
-        robots = RobotFileParser(origin + "/robots.txt")
-        url = robots.url
+    async def _load_robots(self, origin: str) -> Robots:
+        url = origin + "/robots.txt"
         for _ in range(ROBOTS_MAX_REDIRECTS + 1):
             fetched = await self.fetch(url, html_only=False, truncate=True)
             if not (fetched.error == "redirect" and fetched.location):
                 break
             url = str(httpx.URL(url).join(fetched.location))
+            if not port_allowed(url, self.ports):  # unreachable for us: disallow, below
+                fetched.error = "blocked_port"
+                break
         status = fetched.status or 0
         if fetched.error is None:
             text = fetched.decoded_body(ROBOTS_MAX_BYTES).decode("utf-8", errors="replace")
-            robots.parse(text.splitlines())
+            robots = Robots(Protego.parse(text))
             outcome = "ok"
-            delay = robots.crawl_delay(self.config.user_agent)
+            delay = robots.rules.crawl_delay(self.agent) if robots.rules else None
             if delay:  # honour Crawl-delay, capped like any other server-asked wait
                 gate = self.gate(origin)
                 cap = self.config.max_retry_after_seconds
                 gate.delay = max(gate.delay, min(float(delay), cap))
         elif 400 <= status < 500 and status != 429:
             # RFC 9309 §2.3.1.3: "unavailable" (4xx) means no restrictions.
-            robots.allow_all = True
-            outcome = "unavailable"
+            robots, outcome = Robots(allow_all=True), "unavailable"
         elif fetched.error == "redirect":
-            robots.allow_all = True  # §2.3.1.2: more than five redirects → unavailable
-            outcome = "unavailable"
+            # §2.3.1.2: more than five redirects → unavailable
+            robots, outcome = Robots(allow_all=True), "unavailable"
         else:
             # §2.3.1.4: "unreachable" (5xx, network errors) means disallow everything. 429 is
-            # treated like 5xx, as Google's crawler does.
-            robots.disallow_all = True
-            outcome = "unreachable"
+            # treated like 5xx, as Google's crawler does; so is a redirect to an address or
+            # port we refuse, or a body that cannot be decoded.
+            robots, outcome = Robots(allow_all=False), "unreachable"
         self.counts[f"robots_{outcome}"] += 1
         return robots
 
@@ -247,20 +277,30 @@ def _read_head(result: Fetched, response: httpx.Response) -> None:
 
 
 async def _read_body(result: Fetched, response: httpx.Response, cap: int, truncate: bool) -> None:
-    """Stream the raw body; past `cap` bytes stop (error too_large, or keep the head if
-    `truncate`). Raw, not decoded, so the WARC record holds what the server sent."""
+    """Stream the raw body; past `cap` bytes, received or decoded, stop (error too_large, or
+    keep the head if `truncate`). Raw, not decoded, so the WARC record holds what the server
+    sent; decoded only to count, a slice at a time, so a compression bomb never inflates."""
     length = response.headers.get("content-length", "")
     if not truncate and length.isdigit() and int(length) > cap:
         result.error = "too_large"
         return
-    chunks: list[bytes] = []
-    async for chunk in response.aiter_raw():
-        chunks.append(chunk)
-        result.nbytes += len(chunk)
-        if result.nbytes > cap:
-            if not truncate:
-                result.error = "too_large"
-                return
-            break
+    try:
+        decoder = BodyDecoder(response.headers.get("content-encoding"))
+        chunks: list[bytes] = []
+        async for chunk in response.aiter_raw():
+            chunks.append(chunk)
+            result.nbytes += len(chunk)
+            for piece in decoder.feed(chunk):
+                result.decoded_bytes += len(piece)
+                if result.decoded_bytes > cap:
+                    break
+            if result.nbytes > cap or result.decoded_bytes > cap:
+                if not truncate:
+                    result.error = "too_large"
+                    return
+                break
+    except DecodeError:
+        result.error = "bad_encoding"
+        return
     result.body = b"".join(chunks)[:cap]
     result.nbytes = len(result.body)

@@ -74,6 +74,16 @@ def domain_allowed(url: str, allowed: list[str]) -> bool:
     return False
 
 
+def port_allowed(url: str, ports: set[int]) -> bool:
+    """Whether a normalized URL's port is its scheme's default or one of `ports`: links to
+    odd ports of a site are how a crawler gets pointed at services that are not web sites."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        return False
+    return port is None or port == DEFAULT_PORTS.get(urlsplit(url).scheme) or port in ports
+
+
 def charset_of(content_type: str | None) -> str | None:
     match = _CHARSET.search(content_type or "")
     return match.group(1) if match else None

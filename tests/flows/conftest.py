@@ -51,6 +51,7 @@ def crawl_warcs(root, base_url, target, run_id):
             "run.until=crawl",
             f"crawl.seeds=['{base_url}/']",
             "crawl.delay_seconds=0",
+            "crawl.allow_private_addresses=true",  # the sample site is on 127.0.0.1
         ],
     )
     record = pipeline_flow(config, run_id)

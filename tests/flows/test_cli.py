@@ -34,6 +34,7 @@ def recorded(prefect_api, sample_site, tmp_path_factory):
             "run.until=filter",
             f"crawl.seeds=['{base_url}/']",
             "crawl.delay_seconds=0",
+            "crawl.allow_private_addresses=true",  # the sample site is on 127.0.0.1
         ],
     )
     return root, pipeline_flow(config, "cli-run")

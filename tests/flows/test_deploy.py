@@ -34,6 +34,7 @@ def served(prefect_api, sample_site, tmp_path_factory):
         "run.name=weekly",
         f"crawl.seeds=['{base_url}/']",
         "crawl.delay_seconds=0",
+        "crawl.allow_private_addresses=true",  # the sample site is on 127.0.0.1
     ]
     record = pipeline_flow(load_config(None, overrides), "run-to-serve")
     log = (root / "serve.log").open("w")

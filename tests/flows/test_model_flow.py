@@ -33,6 +33,7 @@ def model_run(prefect_api, sample_site, tmp_path_factory):
         f'run.storage_root="{root}"',
         f"crawl.seeds=['{base_url}/']",
         "crawl.delay_seconds=0",
+        "crawl.allow_private_addresses=true",  # the sample site is on 127.0.0.1
         "tokenize.val_fraction=0.1",
         "train.preset=tiny",
         "train.context_length=32",

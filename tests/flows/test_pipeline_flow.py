@@ -22,6 +22,7 @@ def _config(storage_root, base_url, *overrides):
             "run.until=tokenize",
             f"crawl.seeds=['{base_url}/']",
             "crawl.delay_seconds=0",
+            "crawl.allow_private_addresses=true",  # the sample site is on 127.0.0.1
             "crawl.per_host_concurrency=4",
             "tokenize.val_fraction=0.1",
             *overrides,

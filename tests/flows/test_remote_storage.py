@@ -26,6 +26,7 @@ def test_url_root_publishes_versions_and_a_fresh_cache_reuses_them(
             "run.until=tokenize",
             f"crawl.seeds=['{base_url}/']",
             "crawl.delay_seconds=0",
+            "crawl.allow_private_addresses=true",  # the sample site is on 127.0.0.1
             "tokenize.val_fraction=0.1",
         ],
     )

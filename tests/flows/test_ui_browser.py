@@ -41,6 +41,7 @@ def ui_run(browser, prefect_api, sample_site, tmp_path_factory):
             "run.until=tokenize",
             f"crawl.seeds=['{base_url}/']",
             "crawl.delay_seconds=0",
+            "crawl.allow_private_addresses=true",  # the sample site is on 127.0.0.1
             "crawl.per_host_concurrency=4",
             "tokenize.val_fraction=0.1",
         ],

@@ -1,15 +1,13 @@
-"""Crawl stage against tiny local HTTP servers that record every request they get."""
+"""Crawl stage against tiny local HTTP servers that record every request they get
+(`fault_server.py`; the crawler's fault cases are in test_crawl_faults.py)."""
 
 from __future__ import annotations
 
 import gzip
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -21,100 +19,14 @@ from pipeline.crawl_fetch import retry_after_seconds
 from pipeline.crawl_urls import domain_allowed, extract_links, normalize_url
 from pipeline.documents import DataError
 from pipeline.stage import EmptyStageError
+from tests.pipeline.fault_server import NO_LENGTH, Response, Site, page, serve_sites
 
-Response = tuple[int, dict[str, str], bytes]
-# A route: an HTML string, a full response, or a function of the call number (1, 2, ...).
-Route = str | Response | Callable[[int], Response]
-NO_LENGTH = "X-Test-No-Length"  # handler sends no Content-Length, body ends at close
-
-
-def page(*links: str) -> str:
-    anchors = "".join(f'<a href="{link}">link</a>' for link in links)
-    return f"<html><head><title>t</title></head><body><p>Some text.</p>{anchors}</body></html>"
-
-
-class Site:
-    """A threaded HTTP server on 127.0.0.1 serving `routes`; unknown paths are 404."""
-
-    def __init__(self, routes: dict[str, Route]):
-        self.routes = routes
-        self.requests: list[tuple[str, float]] = []  # (path, arrival time)
-        self.calls: Counter[str] = Counter()
-        self.active = self.max_active = 0
-        self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.server.block_on_close = False
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
-
-    def paths(self) -> list[str]:
-        return [path for path, _ in self.requests]
-
-    def respond(self, path: str) -> Response:
-        with self.lock:
-            self.calls[path] += 1
-            call = self.calls[path]
-        route = self.routes.get(path)
-        if route is None:
-            return 404, {"Content-Type": "text/plain"}, b"not found"
-        if isinstance(route, str):
-            return 200, {"Content-Type": "text/html; charset=utf-8"}, route.encode()
-        return route(call) if callable(route) else route
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        site = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                with site.lock:
-                    site.requests.append((self.path, time.monotonic()))
-                    site.active += 1
-                    site.max_active = max(site.max_active, site.active)
-                try:
-                    status, headers, body = site.respond(self.path)
-                    self.send_response(status)
-                    headers = dict(headers)
-                    if not headers.pop(NO_LENGTH, None):
-                        headers.setdefault("Content-Length", str(len(body)))
-                    for name, value in headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the crawler gave up on this response (timeout, byte cap)
-                finally:
-                    with site.lock:
-                        site.active -= 1
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        return Handler
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[dict[str, Route]], Site]]:
-    sites: list[Site] = []
-
-    def start(routes: dict[str, Route]) -> Site:
-        sites.append(Site(routes))
-        return sites[-1]
-
-    yield start
-    for site in sites:
-        site.close()
+serve = pytest.fixture(serve_sites, name="serve")
 
 
 def config(site: Site, **overrides: object) -> CrawlConfig:
     fast = {"delay_seconds": 0, "backoff_seconds": 0.01, "timeout_seconds": 5, "max_retries": 1}
+    fast["allow_private_addresses"] = True  # the test servers listen on 127.0.0.1
     return CrawlConfig(seeds=[site.url()], **{**fast, **overrides})
 
 

@@ -50,7 +50,12 @@ def store(tmp_path_factory):
     generate_site(site_dir, SampleSiteConfig(seed=7))
     storage = Storage.at(tmp_path_factory.mktemp("storage"))
     with serve_site(site_dir) as base_url:
-        config = CrawlConfig(seeds=[f"{base_url}/"], delay_seconds=0, per_host_concurrency=4)
+        config = CrawlConfig(
+            seeds=[f"{base_url}/"],
+            delay_seconds=0,
+            per_host_concurrency=4,
+            allow_private_addresses=True,  # the sample site is on 127.0.0.1
+        )
         v = {"crawl": _build(storage, "crawl", config, None, [{"source": "seeds"}])}
     warcs = warc_files_of(v["crawl"].path)
     v["extract"] = _build(storage, "extract", ExtractConfig(), warcs, [version_input(v["crawl"])])

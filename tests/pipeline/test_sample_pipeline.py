@@ -44,7 +44,12 @@ def outputs(site, tmp_path_factory):
     for path in out.values():
         path.mkdir()
     results = {}
-    config = CrawlConfig(seeds=[f"{base_url}/"], delay_seconds=0, per_host_concurrency=4)
+    config = CrawlConfig(
+        seeds=[f"{base_url}/"],
+        delay_seconds=0,
+        per_host_concurrency=4,
+        allow_private_addresses=True,
+    )
     results["crawl"] = crawl.crawl(config, out["crawl"])
     warcs = sorted((out["crawl"] / "warc").glob("*.warc.gz"))
     results["extract"] = extract.run(ExtractConfig(), warcs, out["extract"], process_map(2))
