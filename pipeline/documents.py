@@ -163,7 +163,12 @@ def atomic_write_table(table: pa.Table, path: Path | str, **kwargs: Any) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        pq.write_table(table, tmp, **kwargs)
+        if table.num_rows:
+            pq.write_table(table, tmp, **kwargs)
+        else:
+            # No row group at all: `datasets` fails on a 0-row group ("BatchSize must be
+            # greater than 0") but reads a file without any as an empty split.
+            pq.ParquetWriter(tmp, table.schema, **kwargs).close()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

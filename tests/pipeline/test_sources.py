@@ -328,3 +328,14 @@ def test_token_input_checked_in_one_line(tmp_path, stage):
         DataError, match=r"not a token shard: no column 'tokens' \(columns: id, text"
     ):
         stages.check_input(stage, docs, docs)
+
+
+def test_empty_shards_beside_full_ones_load_with_datasets(tmp_path):
+    """A stage writes every shard, empty ones too; `datasets` must still load the folder."""
+    from pipeline.documents import ShardWriter, shard_name
+
+    with ShardWriter(tmp_path / shard_name(0), DOCUMENT_SCHEMA):
+        pass
+    with ShardWriter(tmp_path / shard_name(1), DOCUMENT_SCHEMA) as writer:
+        writer.write({"id": "a", "text": "kept"})
+    assert load_hf(tmp_path)["text"] == ["kept"]
