@@ -108,7 +108,7 @@ def _kind(path: Path) -> str | None:
 def _visible(path: Path, root: Path) -> bool:
     """Skip hidden and marker files (`.crc`, `_SUCCESS`) and our own side folders."""
     parts = path.relative_to(root).parts
-    side = {"removed", "attributes", "signatures", "train", "val"}
+    side = {"removed", "attributes", "signatures"}  # a llmforge version's other folders
     return not any(p.startswith((".", "_")) or p in side for p in parts)
 
 
