@@ -235,7 +235,7 @@ def resolve_source(
     return documents_dir(upstream.path), [version_input(upstream)]
 
 
-def documents_source(source: Any) -> tuple[Any, list[dict[str, str]]]:
+def documents_source(source: Any, fingerprint: bool = True) -> tuple[Any, list[dict[str, str]]]:
     """`source.kind = "documents"`: the files, checked, and how they enter the version id
     (their content, and the settings that change what is read from them)."""
     from pipeline import sources
@@ -248,10 +248,14 @@ def documents_source(source: Any) -> tuple[Any, list[dict[str, str]]]:
     )
     sources.check_files(files, settings)
     reading = settings.model_dump(mode="json", exclude={"paths"})
-    return sources.SourceFiles(tuple(files), settings), [
-        source_input(files),
-        {"source": "documents", "settings": short_hash(reading)},
-    ]
+    # One input entry: lineage shows it as `<- source {source: documents, ...}`, the paths
+    # being in the run's config.
+    entry = {
+        "source": "documents",
+        "fingerprint": fingerprint_files(files) if fingerprint else "",
+        "settings": short_hash(reading),
+    }
+    return sources.SourceFiles(tuple(files), settings), [entry]
 
 
 def retune_donor(storage: Any, plan: VersionPlan, config: BaseModel) -> Path | None:
@@ -375,13 +379,16 @@ def without_same_input(config: Any, upstream: Version) -> Any:
 
 def preflight(config: Any, stages: list[str]) -> None:
     """Check the cheap things before any work starts, so bad input fails in one line at once:
-    seed URLs, WARC paths, the tokenizer's BPE files, the HellaSwag file."""
+    seed URLs, WARC paths, document files and their text column, the tokenizer's BPE files,
+    the HellaSwag file."""
     if "crawl" in stages:
         from pipeline.crawl import load_seeds
 
         load_seeds(config.crawl)
-    if "extract" in stages and config.source.kind in ("warc", "documents"):
+    if "extract" in stages and config.source.kind == "warc":
         resolve_source("extract", config, None)
+    if "extract" in stages and config.source.kind == "documents":
+        documents_source(config.source, fingerprint=False)  # paths and text columns only
     if "tokenize" in stages:
         from pipeline.tokenize import get_encoding
 

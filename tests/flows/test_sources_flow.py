@@ -35,6 +35,18 @@ def test_wrong_schema_input_fails_in_one_line_at_every_stage(tmp_path):
     for stage in ("filter", "dedup", "tokenize"):
         result = llmforge("stage", stage, "--input", str(docs), "--output", str(tmp_path / stage))
         one_line_error(result, "part-00000.parquet: no column 'text' (columns: id, body")
+    # As a pipeline source: preflight says it before any work (or Prefect server) starts.
+    run = llmforge(
+        "run",
+        "--no-server",
+        "--set",
+        "source.kind=documents",
+        "--set",
+        f'source.paths=["{docs}"]',
+        "--set",
+        f'run.storage_root="{tmp_path / "storage"}"',
+    )
+    one_line_error(run, "part-00000.parquet: no column 'text' (columns: id, body")
     # The text column under another name is fine once named.
     named = llmforge(
         "stage",

@@ -339,3 +339,33 @@ def test_empty_shards_beside_full_ones_load_with_datasets(tmp_path):
     with ShardWriter(tmp_path / shard_name(1), DOCUMENT_SCHEMA) as writer:
         writer.write({"id": "a", "text": "kept"})
     assert load_hf(tmp_path)["text"] == ["kept"]
+
+
+def test_documents_source_preflight_and_plan(tmp_path):
+    """`source.kind = "documents"` starts the run at extract; bad paths or a missing text
+    column fail in preflight, before any work; the version id follows content and settings."""
+    from pipeline.config import load_config
+
+    good = plain_jsonl(tmp_path / "good.jsonl", ["some text"])
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"body": ["x"]}), bad)
+
+    def config(*overrides):
+        return load_config(None, ["source.kind=documents", "run.until=tokenize", *overrides])
+
+    assert stages.stages_to_run(config()) == ["extract", "filter", "dedup", "tokenize"]
+    cases = [
+        ((), "source.paths: empty while source.kind = 'documents'"),
+        ((f'source.paths=["{tmp_path / "nope"}"]',), "nope: no such file or directory"),
+        ((f'source.paths=["{tmp_path}/*.csv"]',), "*.csv: no files match this pattern"),
+        ((f'source.paths=["{bad}"]',), "bad.parquet: no column 'text' (columns: body"),
+        (('source.columns={colour="c"}', f'source.paths=["{good}"]'), "unknown document field"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(DataError) as error:
+            stages.preflight(config(*overrides), ["extract"])
+        assert message in str(error.value), str(error.value)
+    source, inputs = stages.resolve_source("extract", config(f'source.paths=["{good}"]'), None)
+    assert source.files == (good,) and inputs[0]["source"] == "documents"
+    other = config(f'source.paths=["{good}"]', "source.detect_language=false")
+    assert stages.resolve_source("extract", other, None)[1] != inputs
