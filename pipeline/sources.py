@@ -90,6 +90,15 @@ class DocumentsConfig(BaseModel):
     shard_bytes: int = Field(64 << 20, ge=1)
 
 
+def reading_config(source: BaseModel | None) -> DocumentsConfig:
+    """The DocumentsConfig part of a `source` section (None: the defaults)."""
+    if source is None:
+        return DocumentsConfig()
+    return DocumentsConfig.model_validate(
+        source.model_dump(include=set(DocumentsConfig.model_fields))
+    )
+
+
 @dataclass(frozen=True)
 class SourceFiles:
     """External document files and how to read them: what a stage reads instead of a folder
@@ -124,7 +133,10 @@ def list_source_files(paths: list[str] | tuple[str, ...]) -> list[Path]:
             matched = sorted(Path(p) for p in glob.glob(entry, recursive=True))
             if not matched:
                 raise DataError(f"{entry}: no files match this pattern")
-            files += [p for p in matched if p.is_file() and _kind(p)]
+            matched = [p for p in matched if p.is_file() and _kind(p)]
+            if not matched:
+                raise DataError(f"{entry}: no Parquet or JSON Lines files match this pattern")
+            files += matched
             continue
         if not path.exists():
             raise DataError(f"{path}: no such file or directory")
@@ -139,7 +151,7 @@ def list_source_files(paths: list[str] | tuple[str, ...]) -> list[Path]:
         if not found:
             raise DataError(f"{path}: no Parquet or JSON Lines files in this folder")
         files += found
-    return files
+    return list(dict.fromkeys(files))  # a file named twice is read once
 
 
 # --- reading -------------------------------------------------------------------------------

@@ -118,7 +118,10 @@ def check_documents(stage: str, folder: Path) -> list[Path]:
     return shards
 
 
-def with_documents(stage: str, run: Callable[[Path], StageResult]):
+Runner = Callable[[Any, Any, Path, ParallelMap], StageResult]
+
+
+def with_documents(stage: str, run: Runner) -> Runner:
     """Run a document stage on a documents folder, converting external files first."""
 
     def runner(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> StageResult:
@@ -164,7 +167,7 @@ def _run_tokenize(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) ->
     return tokenize.run(config, source[0], out_dir, pmap)
 
 
-RUNNERS: dict[str, Callable[[Any, Any, Path, ParallelMap], StageResult]] = {
+RUNNERS: dict[str, Runner] = {
     "crawl": _run_crawl,
     "extract": _run_extract,
     "filter": with_documents("filter", _run_filter),
@@ -243,9 +246,7 @@ def documents_source(source: Any, fingerprint: bool = True) -> tuple[Any, list[d
     if not source.paths:
         raise DataError("config error: source.paths: empty while source.kind = 'documents'")
     files = sources.list_source_files(source.paths)
-    settings = sources.DocumentsConfig.model_validate(
-        source.model_dump(include=set(sources.DocumentsConfig.model_fields))
-    )
+    settings = sources.reading_config(source)
     sources.check_files(files, settings)
     reading = settings.model_dump(mode="json", exclude={"paths"})
     # One input entry: lineage shows it as `<- source {source: documents, ...}`, the paths
@@ -306,11 +307,7 @@ def standalone_source(stage: str, input_path: Path, reading: Any = None) -> Any:
         shards = [folder] if folder.is_file() else sorted(folder.glob(SHARD_GLOB))
         if shards and all(is_document_shard(shard) for shard in shards):
             return folder
-        settings = sources.DocumentsConfig.model_validate(
-            (reading or sources.DocumentsConfig()).model_dump(
-                include=set(sources.DocumentsConfig.model_fields)
-            )
-        )
+        settings = sources.reading_config(reading)
         files = sources.list_source_files([str(input_path)])
         sources.check_files(files, settings)
         return sources.SourceFiles(tuple(files), settings)
