@@ -104,15 +104,11 @@ def check_token_dataset(folder: Path | str, splits: Sequence[str] = SPLITS) -> N
                 have = ", ".join(schema.names[:12])
                 raise DataError(f"{shard}: not a token shard: no column 'tokens' (columns: {have})")
             dtype = schema.field("tokens").type
-            ok = (
-                pa.types.is_list(dtype) or pa.types.is_large_list(dtype)
-            ) and dtype.value_type in (
-                pa.uint16(),
-                pa.uint32(),
-            )
-            if not ok:
+            is_list = pa.types.is_list(dtype) or pa.types.is_large_list(dtype)
+            if not is_list or dtype.value_type not in (pa.uint16(), pa.uint32()):
+                got = f"list<{dtype.value_type}>" if is_list else str(dtype)
                 raise DataError(
-                    f"{shard}: column 'tokens' is {dtype}, expected list<uint16> or list<uint32>"
+                    f"{shard}: column 'tokens' is {got}, expected list<uint16> or list<uint32>"
                 )
             if "num_tokens" in schema.names and not pa.types.is_integer(
                 schema.field("num_tokens").type

@@ -317,7 +317,10 @@ def test_token_input_checked_in_one_line(tmp_path, stage):
         (tokens / split).mkdir(parents=True)
         table = pa.table({"id": ["a"], "tokens": pa.array([[1.5, 2.0]], pa.list_(pa.float64()))})
         pq.write_table(table, tokens / split / "part-00000.parquet")
-    with pytest.raises(DataError, match=r"part-00000.parquet: column 'tokens' is list<.*double>"):
+    with pytest.raises(
+        DataError,
+        match=r"part-00000.parquet: column 'tokens' is list<double>, expected list<uint16>",
+    ):
         stages.check_input(stage, tokens, tokens)
     docs = tmp_path / "docs"
     (docs / "val").mkdir(parents=True)
@@ -369,3 +372,18 @@ def test_documents_source_preflight_and_plan(tmp_path):
     assert source.files == (good,) and inputs[0]["source"] == "documents"
     other = config(f'source.paths=["{good}"]', "source.detect_language=false")
     assert stages.resolve_source("extract", other, None)[1] != inputs
+
+
+def test_files_are_read_as_streams_of_batches(tmp_path):
+    """Parquet batch by batch and JSONL line by line: never a whole file in memory."""
+    from pipeline.sources import Columns, iter_records
+
+    texts = [f"document {i}" for i in range(2500)]
+    parquet = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": texts}), parquet, row_group_size=1000)
+    jsonl = dolma_jsonl_gz(tmp_path / "b.jsonl.gz", texts)
+    columns = Columns(DocumentsConfig())
+    assert [len(b) for b in iter_records(parquet, columns)] == [1024, 1024, 452]
+    assert [len(b) for b in iter_records(jsonl, columns)] == [1024, 1024, 452]
+    where, record = next(iter(iter_records(jsonl, columns)))[1]
+    assert where.endswith("b.jsonl.gz:2") and record["text"] == "document 1"
