@@ -171,7 +171,8 @@ def run(config: ConfigOpt = None, set_: SetOpt = None, no_server: NoServerOpt = 
 def stage(
     name: Annotated[str, typer.Argument(help="crawl|extract|filter|dedup|tokenize|train|evaluate")],
     input: Annotated[
-        Path | None, typer.Option(help="WARC file/folder or documents folder.")
+        Path | None,
+        typer.Option(help="WARC file/folder, documents folder, or Parquet/JSONL file/folder."),
     ] = None,
     output: Annotated[Path | None, typer.Option(help="Output folder (must not exist).")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Rerun this stage of a run.")] = None,
@@ -201,10 +202,16 @@ def stage(
     if name in ("train", "evaluate"):
         from flows.model import run_model_stage_standalone
 
+        stages.check_input(name, input, tokens)  # a wrong token input: one line, before work
         manifest = run_model_stage_standalone(name, cfg, input, output, tokens, resume)
     else:
         manifest = stages.run_standalone(
-            name, cfg.stage_config(name), input, output, process_map(cfg.run.workers)
+            name,
+            cfg.stage_config(name),
+            input,
+            output,
+            process_map(cfg.run.workers),
+            reading=cfg.source,  # how to read Parquet/JSONL from other tools (source.*)
         )
     counts = manifest["counts"]
     extra = counts["extra"]

@@ -30,7 +30,7 @@ def rerun_stage_flow(
     record = RunRecord.load(storage, run_id)
     upstream_stage = stages.spec(stage).upstream
     upstream = record.data["versions"].get(upstream_stage) if upstream_stage else None
-    needs_upstream = upstream_stage and not (stage == "extract" and config.source.kind == "warc")
+    needs_upstream = upstream_stage and not (stage == "extract" and config.source.kind != "crawl")
     if needs_upstream and upstream is None:
         raise DataError(f"run {run_id} has no '{upstream_stage}' version to rerun '{stage}' on")
     try:

@@ -19,6 +19,7 @@ from pipeline.dedup import DedupConfig
 from pipeline.documents import DataError
 from pipeline.extract import ExtractConfig
 from pipeline.filters import FilterConfig
+from pipeline.sources import DocumentsConfig
 from pipeline.tokenize import TokenizeConfig
 
 STAGES = ("crawl", "extract", "filter", "dedup", "tokenize", "train", "evaluate")
@@ -59,11 +60,16 @@ class ScheduleConfig(BaseModel):
     timezone: str = "UTC"
 
 
-class SourceConfig(BaseModel):
+class SourceConfig(DocumentsConfig):
+    """Where documents come from. With kind = "documents" the extract stage reads `paths`
+    (Parquet/JSONL from other tools, see pipeline/sources.py) instead of WARC files; the
+    DocumentsConfig keys (text_column, columns, ...) also apply to `llmforge stage` inputs."""
+
     model_config = ConfigDict(extra="forbid")
 
-    # "crawl": fetch from crawl.seeds; "warc": extract from existing WARC files (Common Crawl).
-    kind: Literal["crawl", "warc"] = "crawl"
+    # "crawl": fetch from crawl.seeds; "warc": extract from existing WARC files (Common Crawl);
+    # "documents": read documents other tools wrote (FineWeb Parquet, Dolma JSONL.gz, ...).
+    kind: Literal["crawl", "warc", "documents"] = "crawl"
     warc_paths: list[str] = []
     # Part of the crawl's version id: change it (a date, "2026-W47") to crawl the same seeds
     # again instead of reusing the last crawl.

@@ -5,6 +5,11 @@ Stages talk to each other only through these datasets. A document dataset is a f
 `removed/` folder with REMOVED_SCHEMA (the same columns plus why it was removed), so no stage
 ever loses a document silently. Both load as-is with
 `datasets.load_dataset("parquet", data_files=".../part-*.parquet")`.
+
+Documents from other tools (FineWeb, Dolma, plain JSONL) become this schema in
+`pipeline/sources.py`; the columns it has no place for travel along in `meta`, a JSON object,
+so every stage carries them through untouched. `check_shard` tells a document shard from
+anything else in one line naming the file and the column.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ DOCUMENT_SCHEMA = pa.schema(
         pa.field("fetched_at", pa.timestamp("ms", tz="UTC")),  # Parquet has no seconds unit
         pa.field("source_warc", pa.string()),  # WARC file the page came from
         pa.field("source_offset", pa.int64()),  # byte offset of its response record
+        # The input's other columns as a JSON object (`json.loads(meta)`), for documents that
+        # came from elsewhere (pipeline/sources.py); null for crawled pages.
+        pa.field("meta", pa.string()),
     ]
 )
 
@@ -46,6 +54,46 @@ SHARD_GLOB = "part-*.parquet"
 
 class DataError(Exception):
     """Bad input (missing, unreadable or corrupt file, bad value): one line naming the culprit."""
+
+
+def describe_type(dtype: pa.DataType) -> str:
+    return str(dtype).replace("large_string", "string")
+
+
+def check_shard(
+    path: Path | str, schema: pa.Schema, columns: list[str] | None = None, what: str = "document"
+) -> None:
+    """Raise one DataError line if `path` lacks one of `columns` (default: all of `schema`'s)
+    or holds it with another type. Reads the Parquet footer only, so it is cheap to run on every
+    shard before any work starts."""
+    try:
+        found = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    for name in columns or schema.names:
+        want = schema.field(name).type
+        if name not in found.names:
+            have = ", ".join(found.names[:12]) + (", ..." if len(found.names) > 12 else "")
+            raise DataError(f"{path}: not a {what} shard: no column '{name}' (columns: {have})")
+        got = found.field(name).type
+        if got != want and not (got == pa.large_string() and want == pa.string()):
+            raise DataError(
+                f"{path}: column '{name}' is {describe_type(got)}, expected {describe_type(want)}"
+            )
+
+
+def is_document_shard(path: Path | str) -> bool:
+    """True if `path` has every DOCUMENT_SCHEMA column with its type (extra columns allowed)."""
+    try:
+        check_shard(path, DOCUMENT_SCHEMA)
+    except DataError:
+        return False
+    return True
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def doc_id(url: str) -> str:
@@ -74,27 +122,37 @@ def list_shards(folder: Path | str) -> list[Path]:
     return shards
 
 
+def _check_columns(path: Path | str, columns: list[str] | None) -> None:
+    """Document columns asked for must exist with their types: one line, not pyarrow's dump."""
+    wanted = [c for c in columns or [] if c in DOCUMENT_COLUMNS]
+    if wanted:
+        check_shard(path, DOCUMENT_SCHEMA, wanted)
+
+
 def read_table(path: Path | str, columns: list[str] | None = None) -> pa.Table:
     """Read one Parquet file, turning pyarrow's errors into one line naming the file."""
+    _check_columns(path, columns)
     try:
         return pq.read_table(path, columns=columns)
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
 
 
 def iter_batches(
     path: Path | str, batch_size: int = 1024, columns: list[str] | None = None
 ) -> Iterator[pa.RecordBatch]:
     """Stream a Parquet file in record batches so big shards never sit whole in memory."""
+    _check_columns(path, columns)
     try:
         parquet = pq.ParquetFile(path)
         yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
 
 
 def iter_documents(path: Path | str, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
     """Documents of one shard as dicts with DOCUMENT_SCHEMA's keys."""
+    check_shard(path, DOCUMENT_SCHEMA)
     for batch in iter_batches(path, batch_size, columns=DOCUMENT_COLUMNS):
         yield from batch.to_pylist()
 
@@ -105,7 +163,12 @@ def atomic_write_table(table: pa.Table, path: Path | str, **kwargs: Any) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        pq.write_table(table, tmp, **kwargs)
+        if table.num_rows:
+            pq.write_table(table, tmp, **kwargs)
+        else:
+            # No row group at all: `datasets` fails on a 0-row group ("BatchSize must be
+            # greater than 0") but reads a file without any as an empty split.
+            pq.ParquetWriter(tmp, table.schema, **kwargs).close()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -43,6 +43,7 @@ SPECS: dict[str, StageSpec] = {
                 "pipeline/warc*.py",
                 "pipeline/langid.py",
                 "pipeline/sandbox*.py",
+                "pipeline/sources.py",
             ),
         ),
         StageSpec(
@@ -96,36 +97,87 @@ def _run_crawl(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> St
 
 
 def _run_extract(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> StageResult:
-    from pipeline import extract
+    from pipeline import extract, sources
 
+    if isinstance(source, sources.SourceFiles):  # source.kind = "documents": read, not extract
+        return sources.ingest(source.config, source.files, out_dir, pmap)
     return extract.run(config, list(source), out_dir, pmap)
+
+
+# The document columns each stage reads from its input shards (checked before any work).
+INPUT_COLUMNS: dict[str, list[str] | None] = {
+    "filter": None,
+    "dedup": None,
+    "tokenize": ["id", "text"],
+}
+
+
+def check_documents(stage: str, folder: Path) -> list[Path]:
+    """The input shards of `stage`, each checked to hold the document columns it reads: a
+    wrong input fails here in one line naming the file and the column, before any work."""
+    from pipeline.documents import DOCUMENT_SCHEMA, check_shard, list_shards
+
+    shards = list_shards(folder)
+    for shard in shards:
+        check_shard(shard, DOCUMENT_SCHEMA, INPUT_COLUMNS[stage])
+    return shards
+
+
+Runner = Callable[[Any, Any, Path, ParallelMap], StageResult]
+
+
+def with_documents(stage: str, run: Runner) -> Runner:
+    """Run a document stage on a documents folder, converting external files first."""
+
+    def runner(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> StageResult:
+        import shutil
+
+        from pipeline import sources
+
+        documents, rest = source if isinstance(source, tuple) else (source, None)
+        converted = None
+        if isinstance(documents, sources.SourceFiles):
+            converted = Path(out_dir) / ".input"
+            read = documents.config
+            if stage != "filter":  # only the language filter uses languages
+                read = read.model_copy(update={"detect_language": False})
+            sources.ingest(read, documents.files, converted, pmap)
+            documents = converted / "data"
+        check_documents(stage, Path(documents))
+        try:
+            return run(config, (Path(documents), rest), out_dir, pmap)
+        finally:
+            if converted is not None:
+                shutil.rmtree(converted, ignore_errors=True)
+
+    return runner
 
 
 def _run_filter(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> StageResult:
     from pipeline import filters
 
-    documents, attributes_from = source if isinstance(source, tuple) else (source, None)
-    return filters.run(config, Path(documents), out_dir, pmap, attributes_from=attributes_from)
+    documents, attributes_from = source
+    return filters.run(config, documents, out_dir, pmap, attributes_from=attributes_from)
 
 
 def _run_dedup(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> StageResult:
     from pipeline import dedup
 
-    return dedup.run(config, Path(source), out_dir, pmap)
+    return dedup.run(config, source[0], out_dir, pmap)
 
 
 def _run_tokenize(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> StageResult:
     from pipeline import tokenize
 
-    return tokenize.run(config, Path(source), out_dir, pmap)
+    return tokenize.run(config, source[0], out_dir, pmap)
 
 
-RUNNERS: dict[str, Callable[[Any, Any, Path, ParallelMap], StageResult]] = {
+RUNNERS: dict[str, Runner] = {
     "crawl": _run_crawl,
     "extract": _run_extract,
-    "filter": _run_filter,
-    "dedup": _run_dedup,
-    "tokenize": _run_tokenize,
+    "filter": with_documents("filter", _run_filter),
+    "dedup": with_documents("dedup", _run_dedup),
+    "tokenize": with_documents("tokenize", _run_tokenize),
 }
 
 
@@ -135,7 +187,9 @@ def execute(
     """Run one data stage into `out_dir`.
 
     `source` is what the stage reads: for crawl an optional progress callback; for extract a
-    list of WARC files; otherwise the documents folder (`<version>/data`) of the upstream stage.
+    list of WARC files or `sources.SourceFiles`; otherwise the documents folder
+    (`<version>/data`) of the upstream stage, or `sources.SourceFiles` (Parquet/JSONL from
+    other tools), converted into `out_dir/.input` first and deleted after.
     """
     return RUNNERS[stage](config, source, out_dir, pmap)
 
@@ -167,6 +221,8 @@ def resolve_source(
     """
     if stage == "crawl":
         return None, [{"source": "seeds", "snapshot": snapshot_label(config.source.snapshot)}]
+    if stage == "extract" and config.source.kind == "documents":
+        return documents_source(config.source)
     if stage == "extract" and config.source.kind == "warc":
         from pipeline.warc import list_warc_files
 
@@ -185,6 +241,27 @@ def resolve_source(
         lists = {"source": "filter-lists", "fingerprint": short_hash(signals_config(config.filter))}
         return documents_dir(upstream.path), [version_input(upstream), lists]
     return documents_dir(upstream.path), [version_input(upstream)]
+
+
+def documents_source(source: Any, fingerprint: bool = True) -> tuple[Any, list[dict[str, str]]]:
+    """`source.kind = "documents"`: the files, checked, and how they enter the version id
+    (their content, and the settings that change what is read from them)."""
+    from pipeline import sources
+
+    if not source.paths:
+        raise DataError("config error: source.paths: empty while source.kind = 'documents'")
+    files = sources.list_source_files(source.paths)
+    settings = sources.reading_config(source)
+    sources.check_files(files, settings)
+    reading = settings.model_dump(mode="json", exclude={"paths"})
+    # One input entry: lineage shows it as `<- source {source: documents, ...}`, the paths
+    # being in the run's config.
+    entry = {
+        "source": "documents",
+        "fingerprint": fingerprint_files(files) if fingerprint else "",
+        "settings": short_hash(reading),
+    }
+    return sources.SourceFiles(tuple(files), settings), [entry]
 
 
 def retune_donor(storage: Any, plan: VersionPlan, config: BaseModel) -> Path | None:
@@ -216,31 +293,56 @@ def load_version(storage: Any, ref: dict[str, Any]) -> Version:
     return load(storage, ref["stage"], ref["version_id"])
 
 
-def standalone_source(stage: str, input_path: Path) -> Any:
-    """What `llmforge stage NAME --input PATH` reads: WARC file(s) or a documents folder."""
+def standalone_source(stage: str, input_path: Path, reading: Any = None) -> Any:
+    """What `llmforge stage NAME --input PATH` reads: WARC file(s), a documents folder, or
+    any Parquet/JSONL file or folder with a text column (`sources.SourceFiles`, read with
+    `reading`: the `source` section's DocumentsConfig keys)."""
     if stage == "extract":
         from pipeline.warc import list_warc_files
 
         return list_warc_files(input_path)
     if stage in ("filter", "dedup", "tokenize"):
+        from pipeline import sources
+        from pipeline.documents import SHARD_GLOB, is_document_shard
+
         if not input_path.exists():
             raise DataError(f"{input_path}: no such file or directory")
         # Accept a version directory (documents under data/) as well as a bare shard folder.
-        return documents_dir(input_path) if (input_path / "data").is_dir() else input_path
+        folder = documents_dir(input_path) if (input_path / "data").is_dir() else input_path
+        shards = [folder] if folder.is_file() else sorted(folder.glob(SHARD_GLOB))
+        if shards and all(is_document_shard(shard) for shard in shards):
+            return folder
+        settings = sources.reading_config(reading)
+        files = sources.list_source_files([str(input_path)])
+        sources.check_files(files, settings)
+        return sources.SourceFiles(tuple(files), settings)
     raise DataError(f"stage '{stage}' cannot run on --input (use --run RUN_ID)")
 
 
 def run_standalone(
-    stage: str, config: BaseModel, input_path: Path, output_path: Path, pmap: ParallelMap
+    stage: str,
+    config: BaseModel,
+    input_path: Path,
+    output_path: Path,
+    pmap: ParallelMap,
+    reading: Any = None,
 ) -> dict[str, Any]:
-    """Run one stage from a path into a path, committed atomically like a version."""
+    """Run one stage from a path into a path, committed atomically like a version.
+
+    `reading` (the config's `source` section) says how to read inputs that are not document
+    shards (text column, column names); see pipeline/sources.py.
+    """
     import shutil
 
     from pipeline.documents import list_shards
+    from pipeline.sources import SourceFiles
     from pipeline.storage import Storage, build_version
 
-    source = standalone_source(stage, input_path)
-    files = source if isinstance(source, list) else list_shards(source)
+    source = standalone_source(stage, input_path, reading)
+    if isinstance(source, SourceFiles):
+        files = list(source.files)
+    else:
+        files = source if isinstance(source, list) else list_shards(source)
     if output_path.exists() and any(output_path.iterdir()):
         raise DataError(f"{output_path}: output folder exists and is not empty")
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -279,13 +381,16 @@ def without_same_input(config: Any, upstream: Version) -> Any:
 
 def preflight(config: Any, stages: list[str]) -> None:
     """Check the cheap things before any work starts, so bad input fails in one line at once:
-    seed URLs, WARC paths, the tokenizer's BPE files, the HellaSwag file."""
+    seed URLs, WARC paths, document files and their text column, the tokenizer's BPE files,
+    the HellaSwag file."""
     if "crawl" in stages:
         from pipeline.crawl import load_seeds
 
         load_seeds(config.crawl)
     if "extract" in stages and config.source.kind == "warc":
         resolve_source("extract", config, None)
+    if "extract" in stages and config.source.kind == "documents":
+        documents_source(config.source, fingerprint=False)  # paths and text columns only
     if "tokenize" in stages:
         from pipeline.tokenize import get_encoding
 
@@ -296,8 +401,20 @@ def preflight(config: Any, stages: list[str]) -> None:
 
 
 def stages_to_run(config: Any) -> list[str]:
-    """The chain a run executes: from crawl (or extract, for WARC sources) to `run.until`."""
+    """The chain a run executes: from crawl (or extract, for WARC and document sources) to
+    `run.until`."""
     from pipeline.config import STAGES
 
-    first = "extract" if config.source.kind == "warc" else "crawl"
+    first = "crawl" if config.source.kind == "crawl" else "extract"
     return list(STAGES[STAGES.index(first) : STAGES.index(config.run.until) + 1])
+
+
+def check_input(stage: str, input_path: Path, tokens: Path | None = None) -> None:
+    """Check a model stage's token input before any work: one line naming the file and the
+    column if it is not a token dataset (train reads `input_path`, evaluate `tokens`)."""
+    from pipeline.tokenize import check_token_dataset
+
+    if stage == "train":
+        check_token_dataset(input_path, ("train", "val"))
+    elif stage == "evaluate" and tokens is not None:
+        check_token_dataset(tokens, ("val",))

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import tiktoken
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.documents import DataError, iter_batches, list_shards
+from pipeline.documents import DOCUMENT_SCHEMA, DataError, check_shard, iter_batches, list_shards
 from pipeline.stage import EmptyStageError, ParallelMap, ShardResult, StageResult, serial_map
 
 STAGE = "tokenize"
@@ -83,6 +83,38 @@ def token_schema(dtype: pa.DataType) -> pa.Schema:
             pa.field("num_tokens", pa.int32(), nullable=False),  # len(tokens), EOT included
         ]
     )
+
+
+def check_token_dataset(folder: Path | str, splits: Sequence[str] = SPLITS) -> None:
+    """One DataError line unless `folder` holds token shards for `splits` (what train and
+    evaluate read): `tokens` a list of uint16/uint32 ids, `num_tokens` an integer if present."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: token dataset folder not found")
+    for split in splits:
+        if not (folder / split).is_dir():
+            raise DataError(f"{folder}: not a token dataset: no {split}/ folder of token shards")
+        for shard in list_shards(folder / split):
+            try:
+                schema = pq.read_schema(shard)
+            except (OSError, pa.ArrowException) as exc:
+                line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise DataError(f"{shard}: not a readable Parquet file ({line})") from None
+            if "tokens" not in schema.names:
+                have = ", ".join(schema.names[:12])
+                raise DataError(f"{shard}: not a token shard: no column 'tokens' (columns: {have})")
+            dtype = schema.field("tokens").type
+            is_list = pa.types.is_list(dtype) or pa.types.is_large_list(dtype)
+            if not is_list or dtype.value_type not in (pa.uint16(), pa.uint32()):
+                got = f"list<{dtype.value_type}>" if is_list else str(dtype)
+                raise DataError(
+                    f"{shard}: column 'tokens' is {got}, expected list<uint16> or list<uint32>"
+                )
+            if "num_tokens" in schema.names and not pa.types.is_integer(
+                schema.field("num_tokens").type
+            ):
+                got = schema.field("num_tokens").type
+                raise DataError(f"{shard}: column 'num_tokens' is {got}, expected an integer")
 
 
 def decode_tokens(encoding_name: str, tokens: Sequence[int] | np.ndarray) -> str:
@@ -255,6 +287,8 @@ def run(
     """Tokenize every shard of `input_dir` into `out_dir/{train,val}/part-NNNNN.parquet`."""
     enc = get_encoding(config.encoding)  # fail here, once, before any worker starts
     shards = input_shards(input_dir)
+    for shard in shards:  # a wrong input fails in one line naming the file and the column
+        check_shard(shard, DOCUMENT_SCHEMA, ["id", "text"])
     plan = plan_split(shards, config.val_fraction)
     tasks = [TokenizeTask(shard, Path(out_dir), config, plan) for shard in shards]
     results = pmap(tokenize_shard, tasks, STAGE)

@@ -37,7 +37,13 @@ from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.lsh import BandTask, link_band
 from pipeline.dedup.shards import DECISION_SCHEMA, SignTask, WriteTask, sign_shard, write_shard
 from pipeline.dedup.signatures import written_params
-from pipeline.documents import atomic_write_table, list_shards, read_table
+from pipeline.documents import (
+    DOCUMENT_SCHEMA,
+    atomic_write_table,
+    check_shard,
+    list_shards,
+    read_table,
+)
 from pipeline.stage import ParallelMap, StageResult, serial_map
 
 SIGNATURES = incremental.SIGNATURES
@@ -128,6 +134,8 @@ def run(
     survivor's id (`previous:<version>:<id>` when it repeats an earlier version).
     """
     shards = list_shards(input_dir)
+    for shard in shards:  # a wrong input fails in one line naming the file and the column
+        check_shard(shard, DOCUMENT_SCHEMA)
     earlier = incremental.earlier_versions(config.against, config.signature_params())
     work = out_dir / WORK
     verify = config.near and config.verify_threshold is not None
