@@ -232,14 +232,14 @@ def run_standalone(
     import shutil
 
     from pipeline.documents import list_shards
-    from pipeline.storage import Storage, build_version
+    from pipeline.storage import Storage, build_version, standalone_work_root
 
     source = standalone_source(stage, input_path)
     files = source if isinstance(source, list) else list_shards(source)
     if output_path.exists() and any(output_path.iterdir()):
         raise DataError(f"{output_path}: output folder exists and is not empty")
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    work = Storage.at(output_path.parent / f".{output_path.name}.llmforge")
+    work = Storage.at(standalone_work_root(output_path))  # unique per command (pid + random)
     try:
         version = build_version(
             work,
