@@ -22,7 +22,7 @@ from pipeline.config import PipelineConfig
 from pipeline.documents import DataError
 from pipeline.runs import RunRecord
 from pipeline.stage import StageResult
-from pipeline.storage import Storage, Version, build_version, find_version, load_version
+from pipeline.storage import RunId, Storage, Version, build_version, find_version, load_version
 
 TRAIN_ARTIFACTS = ("checkpoint.pt", "metrics.jsonl", "loss_curve.png", "train.json")
 EVAL_ARTIFACTS = ("eval.json", "samples.txt")
@@ -137,7 +137,7 @@ def _versions(storage: Storage, versions: dict[str, Any], *names: str) -> list[V
 
 @flow(name="train", log_prints=False)
 def train_flow(
-    config: PipelineConfig, versions: dict[str, Any], run_id: str, force: bool = False
+    config: PipelineConfig, versions: dict[str, Any], run_id: RunId, force: bool = False
 ) -> dict[str, Any]:
     """Train on the run's token dataset (or reuse the model trained on it before)."""
     storage = Storage.at(config.run.storage_root, config.run.verify)
@@ -177,7 +177,7 @@ def train_via_deployment(
 
 @flow(name="evaluate", log_prints=False)
 def evaluate_flow(
-    config: PipelineConfig, versions: dict[str, Any], run_id: str, force: bool = False
+    config: PipelineConfig, versions: dict[str, Any], run_id: RunId, force: bool = False
 ) -> dict[str, Any]:
     """Val loss, perplexity, bits per byte, samples (and HellaSwag when configured)."""
     storage = Storage.at(config.run.storage_root, config.run.verify)

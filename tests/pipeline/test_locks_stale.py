@@ -187,10 +187,14 @@ def test_gc_keeps_a_live_run_and_drops_a_stale_one_however_young(tmp_path):
     live = RunRecord.create(storage, {}, run_id="live-run")
     live.data["started_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     live.save()
+    # A live process's folder untouched for two hours (a long clustering step) stays.
+    busy = storage.new_tmp_dir("dedup")
+    two_hours_ago = time.time() - 7200
+    os.utime(busy, (two_hours_ago, two_hours_ago))
     report = collect_garbage(storage, keep_last=0)
     assert [run_id for run_id, _ in report.deleted_runs] == ["killed-run"]
     assert len(report.deleted_tmp) == 1 and report.deleted_tmp[0][0].startswith("extract-")
-    assert storage.run_dir("live-run").is_dir()
+    assert storage.run_dir("live-run").is_dir() and busy.is_dir()
 
 
 def test_pid_alive():
