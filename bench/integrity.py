@@ -81,11 +81,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="llmforge-bench-integrity-", dir="/tmp"))
     results = []
 
-    def record(name: str, seconds: float, nbytes: int) -> None:
+    def record(name: str, seconds: float, nbytes: int | None) -> None:
+        """`nbytes` read and hashed in `seconds` (None: nothing read, a stat per file)."""
         row = {
             "measure": name,
             "seconds": round(seconds, 3),
-            "MB_per_s": round(nbytes / 1e6 / seconds, 1) if seconds > 0 else None,
+            "MB_per_s": round(nbytes / 1e6 / seconds, 1) if nbytes and seconds > 0 else None,
         }
         results.append(row)
         print(json.dumps(row), flush=True)
@@ -115,14 +116,14 @@ def main() -> None:
                 integrity.MAX_HASH_THREADS = limit
 
         threads = min(args.shards, os.cpu_count() or 1, integrity.MAX_HASH_THREADS)
-        record("size, warm", check("size", cold=False), nbytes)
-        record("size, cold", check("size", cold=True), nbytes)
+        record("size, warm", check("size", cold=False), None)
+        record("size, cold", check("size", cold=True), None)
         record("sha256, warm, 1 thread", check("sha256", cold=False, threads=1), nbytes)
         record(f"sha256, warm, {threads} threads", check("sha256", cold=False), nbytes)
         record(f"sha256, cold, {threads} threads", check("sha256", cold=True), nbytes)
         t0 = time.perf_counter()
         load_version(storage, plan.stage, plan.version_id)  # verified above: cached
-        record("sha256, second check in one process (cached)", time.perf_counter() - t0, nbytes)
+        record("sha256, second check in one process (cached)", time.perf_counter() - t0, None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -131,7 +132,8 @@ def main() -> None:
     print(f"| {'measure':<48} | {'seconds':>8} | {'MB/s':>9} |")
     print(f"|{'-' * 50}|{'-' * 10}|{'-' * 11}|")
     for row in results:
-        print(f"| {row['measure']:<48} | {row['seconds']:>8.3f} | {row['MB_per_s'] or 0:>9.1f} |")
+        speed = f"{row['MB_per_s']:.1f}" if row["MB_per_s"] else "-"
+        print(f"| {row['measure']:<48} | {row['seconds']:>8.3f} | {speed:>9} |")
 
 
 if __name__ == "__main__":
