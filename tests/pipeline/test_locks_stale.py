@@ -32,12 +32,13 @@ BUILD = """
 import sys, time, pathlib
 from pipeline.stage import StageResult
 from pipeline.storage import Storage, VersionPlan, build_version
-root, counter, seconds = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), float(sys.argv[3])
+root, counter, go = map(pathlib.Path, sys.argv[1:4])
 def compute(out):
     (out / "data.txt").write_text("the same output")
     with open(counter, "a") as f:
         f.write(f"{out}\\n")
-    time.sleep(seconds)
+    while not go.exists():  # hold the version's lock until the test says go
+        time.sleep(0.05)
     return StageResult(1, 1)
 version = build_version(Storage.at(root), VersionPlan("filter", {"k": 1}, [], "c1"), compute)
 print("reused" if version.reused else "built", flush=True)
@@ -101,24 +102,29 @@ def test_a_killed_holder_releases_its_lock(tmp_path):
 
 
 def test_two_processes_building_one_version_compute_it_once(tmp_path):
-    counter = tmp_path / "computed.txt"
-    first = spawn(BUILD, str(tmp_path / "root"), str(counter), "2")
+    root, counter, go = tmp_path / "root", tmp_path / "computed.txt", tmp_path / "go"
+    first = spawn(BUILD, str(root), str(counter), str(go))
     wait_for(counter.exists)  # the first one is computing, holding the version's lock
-    second = spawn(BUILD, str(tmp_path / "root"), str(counter), "0")
-    outputs = {
-        first.communicate(timeout=120)[0].strip(),
-        second.communicate(timeout=120)[0].strip(),
-    }
+    with open(tmp_path / "second.err", "w") as err:
+        second = spawn(BUILD, str(root), str(counter), str(go), stderr=err)
+    try:
+        # The second says who it waits for (and does not compute: the counter stays at 1).
+        wait_for(lambda: "is being built by" in (tmp_path / "second.err").read_text())
+    finally:
+        go.touch()
+    first_out = first.communicate(timeout=120)[0].strip()
+    second_out = second.communicate(timeout=120)[0].strip()
     assert first.returncode == second.returncode == 0
-    assert outputs == {"built", "reused"}
+    assert (first_out, second_out) == ("built", "reused")
+    assert f"by pid {first.pid} on " in (tmp_path / "second.err").read_text()
     assert len(counter.read_text().splitlines()) == 1  # the second waited and reused it
-    assert list((tmp_path / "root" / "tmp").iterdir()) == []
-    assert list((tmp_path / "root" / "locks").iterdir()) == []
+    assert list((root / "tmp").iterdir()) == []
+    assert list((root / "locks").iterdir()) == []
 
 
 def test_a_build_killed_midway_leaves_a_free_lock_and_a_tmp_folder_that_is_cleaned(tmp_path):
     root, counter = tmp_path / "root", tmp_path / "computed.txt"
-    builder = spawn(BUILD, str(root), str(counter), "600")
+    builder = spawn(BUILD, str(root), str(counter), str(tmp_path / "never"))
     wait_for(counter.exists)
     work = Path(counter.read_text().strip())
     assert work.is_dir() and owner_alive(work.name) is True
