@@ -216,7 +216,8 @@ class Storage:
 
     def lock_path(self, stage: str, version_id: str) -> Path:
         """The lock a process holds while it builds this version (removed when it is done)."""
-        check_stage_name(stage), check_version_id(version_id)
+        check_stage_name(stage)
+        check_version_id(version_id)
         return self.locks_dir / f"{stage}-{version_id}.lock"
 
     def report_dir(self, run_id: str) -> Path:
@@ -249,7 +250,8 @@ class Storage:
 
     def work_dir(self, stage: str, version_id: str) -> Path:
         """A stable in-progress folder for long work (training) that may resume after a stop."""
-        check_stage_name(stage), check_version_id(version_id)
+        check_stage_name(stage)
+        check_version_id(version_id)
         return self.tmp_dir / f"{stage}-{version_id}"
 
     def new_tmp_dir(self, stage: str) -> Path:

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.integrity import clear_cache
 from pipeline.locks import host_tag
+from pipeline.runs import RunRecord
 from pipeline.storage import Storage, load_version
 from tests.conftest import shared_data
 
@@ -190,8 +191,19 @@ def test_run_refuses_an_edited_version_in_one_line_and_force_rebuilds_it(prefect
         f'run.storage_root="{root}"',
     ]
     env = {"PREFECT_API_URL": prefect_api["api_url"]}
+    # Left by a killed run: its record says "running" and its temp folder is still there.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = RunRecord.create(Storage.at(root), {}, run_id="killed-run")
+    stale.data["process"]["pid"] = dead.pid
+    stale.save()
+    leftover = root / "tmp" / f"extract-{host_tag()}-{dead.pid}-0a0b0c0d"
+    leftover.mkdir(parents=True)
     first = llmforge("run", *sets, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert RunRecord.load(Storage.at(root), "killed-run").data["status"] == "interrupted"
+    assert not leftover.exists()
+    assert f"cleaned: removed tmp/{leftover.name}" in first.stdout + first.stderr
     (shard,) = root.glob("versions/extract/*/data/part-*.parquet")
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF  # an edit that keeps the size
