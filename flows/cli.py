@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,12 +41,36 @@ NoServerOpt = Annotated[
     bool,
     typer.Option("--no-server", help="Use Prefect's temporary server instead of a local one."),
 ]
+VerifyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--verify",
+        help="How reused versions are checked: sha256 (default) or size (run.verify; "
+        "env LLMFORGE_VERIFY).",
+    ),
+]
+
+
+def _verify_sets(verify: str | None) -> list[str]:
+    """`--set run.verify=...` from --verify, or from LLMFORGE_VERIFY when verify is None.
+
+    Precedence: LLMFORGE_VERIFY < --set run.verify=... < --verify.
+    """
+    value = os.environ.get("LLMFORGE_VERIFY") if verify is None else verify
+    return [f'run.verify="{value}"'] if value else []
+
+
+def _check_run_id(run_id: str) -> str:
+    """Before anything builds a path from it: one error line naming a bad run id."""
+    from pipeline.storage import check_run_id
+
+    return check_run_id(run_id)
 
 
 def _config(config: Path | None, overrides: list[str] | None, storage: Path | None = None):
     from pipeline.config import load_config
 
-    sets = list(overrides or [])
+    sets = _verify_sets(None) + list(overrides or [])
     if storage is not None:
         sets.append(f'run.storage_root="{storage}"')
     return load_config(config, sets)
@@ -138,7 +164,7 @@ RESULT_KEYS = {
 }
 
 
-def _run_pipeline(cfg, no_server: bool) -> dict[str, Any]:
+def _run_pipeline(cfg, no_server: bool, force: bool = False) -> dict[str, Any]:
     from pipeline.stages import preflight, stages_to_run
 
     preflight(cfg, stages_to_run(cfg))  # bad seeds, paths, tokenizer: fail before any work
@@ -153,7 +179,7 @@ def _run_pipeline(cfg, no_server: bool) -> dict[str, Any]:
     run_id = new_run_id()
     console.print(f"run id: [bold]{run_id}[/bold]")
     try:
-        record = pipeline_flow(cfg, run_id)
+        record = pipeline_flow(cfg, run_id, force=force)
     finally:
         if server.get("ui_url"):
             console.print(f"Prefect UI: {server['ui_url']} (stop it with `llmforge server stop`)")
@@ -161,10 +187,19 @@ def _run_pipeline(cfg, no_server: bool) -> dict[str, Any]:
 
 
 @app.command()
-def run(config: ConfigOpt = None, set_: SetOpt = None, no_server: NoServerOpt = False) -> None:
+def run(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    no_server: NoServerOpt = False,
+    force: Annotated[
+        bool,
+        typer.Option(help="Recompute every stage, even versions that exist (a fresh crawl too)."),
+    ] = False,
+    verify: VerifyOpt = None,
+) -> None:
     """Run the pipeline: crawl (or read WARCs) through tokenize, train and evaluate."""
-    cfg = _config(config, set_)
-    print_summary(_run_pipeline(cfg, no_server))
+    cfg = _config(config, [*(set_ or []), *(_verify_sets(verify) if verify else [])])
+    print_summary(_run_pipeline(cfg, no_server, force))
 
 
 @app.command()
@@ -184,13 +219,16 @@ def stage(
         bool, typer.Option(help="train: continue from OUTPUT/checkpoint.pt.")
     ] = False,
     no_server: NoServerOpt = False,
+    verify: VerifyOpt = None,
 ) -> None:
     """Run one stage on a given input, or rerun one stage of a recorded run."""
     from pipeline import stages
 
     stages.spec(name)
     if run:
-        _rerun_stage(name, run, config, set_, force, no_server)
+        _check_run_id(run)
+        sets = [*_verify_sets(None), *(set_ or []), *(_verify_sets(verify) if verify else [])]
+        _rerun_stage(name, run, config, sets, force, no_server)
         return
     if input is None or output is None:
         raise DataError("stage: give --input and --output, or --run RUN_ID")
@@ -199,20 +237,21 @@ def stage(
     cfg = _config(config, _stage_keys(name, set_))
     from pipeline.stage import process_map
 
-    if name in ("train", "evaluate"):
-        from flows.model import run_model_stage_standalone
+    with _output_locked(output):
+        if name in ("train", "evaluate"):
+            from flows.model import run_model_stage_standalone
 
-        stages.check_input(name, input, tokens)  # a wrong token input: one line, before work
-        manifest = run_model_stage_standalone(name, cfg, input, output, tokens, resume)
-    else:
-        manifest = stages.run_standalone(
-            name,
-            cfg.stage_config(name),
-            input,
-            output,
-            process_map(cfg.run.workers),
-            reading=cfg.source,  # how to read Parquet/JSONL from other tools (source.*)
-        )
+            stages.check_input(name, input, tokens)  # a wrong token input: one line, first
+            manifest = run_model_stage_standalone(name, cfg, input, output, tokens, resume)
+        else:
+            manifest = stages.run_standalone(
+                name,
+                cfg.stage_config(name),
+                input,
+                output,
+                process_map(cfg.run.workers),
+                reading=cfg.source,  # how to read Parquet/JSONL from other tools (source.*)
+            )
     counts = manifest["counts"]
     extra = counts["extra"]
     if name == "train":
@@ -228,6 +267,23 @@ def stage(
     else:
         summary = f"{counts['docs_in']} in, {counts['docs_out']} out, drops {counts['drops']}"
     console.print(f"{name}: {summary} → {output}", soft_wrap=True)
+
+
+@contextmanager
+def _output_locked(output: Path) -> Iterator[None]:
+    """One command at a time per output folder: a second one fails at once naming the first
+    (pid, host); work folders of commands that died writing this output are removed."""
+    import shutil
+
+    from pipeline.storage import output_lock, stale_standalone_roots
+
+    output = output.expanduser().absolute()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(output):
+        for leftover in stale_standalone_roots(output):
+            shutil.rmtree(leftover, ignore_errors=True)
+            console.print(f"removed {leftover} (left by a stage command that died)")
+        yield
 
 
 def _stage_keys(stage: str, overrides: list[str] | None) -> list[str]:
@@ -336,10 +392,15 @@ def runs_list(storage: RootOpt = None, config: ConfigOpt = None) -> None:
 @runs_app.command("show")
 def runs_show(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) -> None:
     """One run: versions, counts, artifacts and its Prefect flow run URL."""
+    _check_run_id(run_id)
     from pipeline.runs import RunRecord
 
     root = storage or _config(config, None).run.storage_root
     record = RunRecord.load(_storage(root), run_id)
+    from pipeline.runs import is_stale
+
+    if is_stale(record.data):
+        record.data["status"] = "interrupted"  # its process died; the next run records it
     print_summary(record.data)
     console.print(f"run record: {record.path}")
     if record.data.get("error"):
@@ -367,6 +428,7 @@ def runs_gc(
 @runs_app.command("report")
 def runs_report(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) -> None:
     """(Re)build a run's data report: funnel, drop reasons with samples, signal histograms."""
+    _check_run_id(run_id)
     from pipeline.report import build_report
 
     root = storage or _config(config, None).run.storage_root
@@ -377,6 +439,7 @@ def runs_report(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) 
 @runs_app.command("lineage")
 def runs_lineage(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) -> None:
     """The chain from the model back to the source WARC files and seed URLs, with configs."""
+    _check_run_id(run_id)
     from pipeline.lineage import format_lineage, lineage
 
     root = storage or _config(config, None).run.storage_root

@@ -17,7 +17,7 @@ from flows.monitor import Progress
 from pipeline import stages
 from pipeline.config import PipelineConfig
 from pipeline.stage import EmptyStageError
-from pipeline.storage import Storage, Version, build_version, find_version
+from pipeline.storage import Storage, Version, build_version, find_version, load_version
 
 
 @task(name="reuse-version", persist_result=False)
@@ -44,9 +44,10 @@ def counts_table(version: Version) -> list[dict[str, Any]]:
 def run_data_stage(
     stage: str, config: PipelineConfig, upstream: Version | None, force: bool = False
 ) -> Version:
-    """Reuse the stage's version if it exists, else build it with one task per shard."""
+    """Reuse the stage's version if it exists (checked against its manifest: run.verify),
+    else build it with one task per shard."""
     logger = get_run_logger()
-    storage = Storage.at(config.run.storage_root)
+    storage = Storage.at(config.run.storage_root, config.run.verify)
     if stage == "dedup" and config.dedup.against and upstream is not None:
         config = stages.without_same_input(config, upstream)
     source, inputs = stages.resolve_source(stage, config, upstream)
@@ -58,6 +59,7 @@ def run_data_stage(
     else:
         logger.info("%s: building version %s", stage, plan.version_id)
         if stage == "filter" and (donor := stages.retune_donor(storage, plan, config.filter)):
+            load_version(storage, "filter", donor.parent.name)  # check before reading it
             logger.info("filter: re-deciding from stored signals in %s", donor)
             source = (source, donor)
         progress = Progress(f"{stage}-progress", f"{stage} version {plan.version_id}")
@@ -103,7 +105,7 @@ def _stage_flow(stage: str):
     def body(
         config: PipelineConfig, upstream: dict[str, Any] | None = None, force: bool = False
     ) -> dict[str, Any]:
-        storage = Storage.at(config.run.storage_root)
+        storage = Storage.at(config.run.storage_root, config.run.verify)
         previous = stages.load_version(storage, upstream) if upstream else None
         return run_data_stage(stage, config, previous, force).summary()
 

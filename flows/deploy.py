@@ -19,18 +19,19 @@ from prefect.exceptions import ObjectNotFound
 from flows.rerun import rerun_stage_flow
 from pipeline.config import STAGES, PipelineConfig, Stage, config_from_dict
 from pipeline.runs import RunRecord
-from pipeline.storage import Storage
+from pipeline.storage import RunId, Storage, check_run_id
 
 
 @flow(name="llmforge-stage", log_prints=False)
 def stage_flow_for_deployment(
     stage: Stage,
-    run_id: str,
+    run_id: RunId,  # a pattern in the form's schema: the UI refuses `../../x` before any run
     overrides: list[str] | None = None,
     force: bool = False,
     storage_root: str = "storage",
 ) -> dict[str, Any]:
     """Rerun one stage of run `run_id` with its recorded config plus `overrides` (key=value)."""
+    check_run_id(run_id)  # also when called without parameter validation
     record = RunRecord.load(Storage.at(storage_root), run_id)
     config = config_from_dict(record.data["config"], overrides)
     get_run_logger().info("rerunning %s of run %s (force=%s)", stage, run_id, force)

@@ -22,7 +22,7 @@ from pipeline.config import PipelineConfig
 from pipeline.documents import DataError
 from pipeline.runs import RunRecord
 from pipeline.stage import StageResult
-from pipeline.storage import Storage, Version, build_version, find_version, load_version
+from pipeline.storage import RunId, Storage, Version, build_version, find_version, load_version
 
 TRAIN_ARTIFACTS = ("checkpoint.pt", "metrics.jsonl", "loss_curve.png", "train.json")
 EVAL_ARTIFACTS = ("eval.json", "samples.txt")
@@ -56,7 +56,7 @@ def train_version(
     from model.train import train
 
     logger = get_run_logger()
-    storage = Storage.at(config.run.storage_root)
+    storage = Storage.at(config.run.storage_root, config.run.verify)
     plan = stages.plan("train", config.train, [stages.version_input(tokens)])
     version = None if force else find_version(storage, plan)
     if version is not None:
@@ -110,7 +110,7 @@ def evaluate_version(
 ) -> Version:
     from model.evaluate import evaluate
 
-    storage = Storage.at(config.run.storage_root)
+    storage = Storage.at(config.run.storage_root, config.run.verify)
     inputs = [stages.version_input(trained), stages.version_input(tokens)]
     plan = stages.plan("evaluate", config.evaluate, inputs)
     version = None if force else find_version(storage, plan)
@@ -137,10 +137,10 @@ def _versions(storage: Storage, versions: dict[str, Any], *names: str) -> list[V
 
 @flow(name="train", log_prints=False)
 def train_flow(
-    config: PipelineConfig, versions: dict[str, Any], run_id: str, force: bool = False
+    config: PipelineConfig, versions: dict[str, Any], run_id: RunId, force: bool = False
 ) -> dict[str, Any]:
     """Train on the run's token dataset (or reuse the model trained on it before)."""
-    storage = Storage.at(config.run.storage_root)
+    storage = Storage.at(config.run.storage_root, config.run.verify)
     (tokens,) = _versions(storage, versions, "tokenize")
     version = train_version(config, tokens, force)
     _link_artifacts(RunRecord.load(storage, run_id), version, TRAIN_ARTIFACTS)
@@ -157,7 +157,7 @@ def train_via_deployment(
     """
     from prefect.deployments import run_deployment
 
-    storage = Storage.at(config.run.storage_root)
+    storage = Storage.at(config.run.storage_root, config.run.verify)
     (tokens,) = _versions(storage, versions, "tokenize")
     parameters = {
         "config": config.model_dump(mode="json"),
@@ -177,10 +177,10 @@ def train_via_deployment(
 
 @flow(name="evaluate", log_prints=False)
 def evaluate_flow(
-    config: PipelineConfig, versions: dict[str, Any], run_id: str, force: bool = False
+    config: PipelineConfig, versions: dict[str, Any], run_id: RunId, force: bool = False
 ) -> dict[str, Any]:
     """Val loss, perplexity, bits per byte, samples (and HellaSwag when configured)."""
-    storage = Storage.at(config.run.storage_root)
+    storage = Storage.at(config.run.storage_root, config.run.verify)
     tokens, trained = _versions(storage, versions, "tokenize", "train")
     version = evaluate_version(config, trained, tokens, force)
     _link_artifacts(RunRecord.load(storage, run_id), version, EVAL_ARTIFACTS)

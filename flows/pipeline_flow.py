@@ -18,11 +18,12 @@ from flows.data import stage_flow
 from flows.executor import shutdown_pool
 from flows.model import MODEL_STAGE_FLOWS, train_via_deployment
 from pipeline.config import PipelineConfig, config_from_dict
+from pipeline.gc import clean_stale
 from pipeline.report import build_report
 from pipeline.runs import RunRecord, earlier_versions
 from pipeline.stage import EmptyStageError
 from pipeline.stages import preflight, stages_to_run
-from pipeline.storage import Storage
+from pipeline.storage import RunId, Storage, check_run_id
 
 
 def with_earlier_dedup_versions(
@@ -79,19 +80,26 @@ def summary_markdown(record: RunRecord) -> str:
 @flow(name="llmforge-pipeline", log_prints=False)
 def pipeline_flow(
     config: PipelineConfig = PipelineConfig(),  # noqa: B008 (a pydantic default, never mutated)
-    run_id: str | None = None,
+    run_id: RunId | None = None,
     overrides: list[str] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Run every stage up to `config.run.until`, reusing versions that already exist.
+    """Run every stage up to `config.run.until`, reusing versions that already exist (each
+    checked against its manifest first: run.verify); `force` recomputes every stage.
 
     `overrides` (`key=value`, as `--set`) apply on top of `config`: deployments keep the
     defaults and change a few keys from the UI form.
     """
+    if run_id is not None:
+        check_run_id(run_id)
     if overrides:
         config = config_from_dict(config.model_dump(mode="json"), overrides)
     preflight(config, stages_to_run(config))
     logger = get_run_logger()
-    storage = Storage.at(config.run.storage_root)
+    storage = Storage.at(config.run.storage_root, config.run.verify)
+    # Runs killed without a chance to record their end, and their temp folders.
+    for line in clean_stale(storage):
+        logger.info("cleaned: %s", line)
     record = RunRecord.create(storage, config.model_dump(mode="json"), run_id)
     record.data["prefect"] = {
         "flow_run_id": flow_run.get_id(),
@@ -105,12 +113,16 @@ def pipeline_flow(
     try:
         for stage in stages_to_run(config):
             if stage == "train" and config.run.train_deployment:
-                summary = train_via_deployment(config, record.data["versions"], record.run_id)
+                summary = train_via_deployment(
+                    config, record.data["versions"], record.run_id, force
+                )
             elif stage in MODEL_STAGE_FLOWS:
-                summary = MODEL_STAGE_FLOWS[stage](config, record.data["versions"], record.run_id)
+                summary = MODEL_STAGE_FLOWS[stage](
+                    config, record.data["versions"], record.run_id, force
+                )
             else:
                 try:
-                    summary = stage_flow(stage, config)(config, upstream)
+                    summary = stage_flow(stage, config)(config, upstream, force)
                 except EmptyStageError as exc:
                     if not only_seen_before(exc):
                         raise

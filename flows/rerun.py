@@ -18,15 +18,20 @@ from pipeline import stages
 from pipeline.config import PipelineConfig
 from pipeline.documents import DataError
 from pipeline.runs import RunRecord
-from pipeline.storage import Storage
+from pipeline.storage import RunId, Storage, check_run_id
 
 
 @flow(name="llmforge-rerun-stage", log_prints=False)
 def rerun_stage_flow(
-    stage: str, config: PipelineConfig, run_id: str, force: bool = False
+    stage: str, config: PipelineConfig, run_id: RunId, force: bool = False
 ) -> dict[str, Any]:
-    """Run `stage` again for run `run_id`; the rerun is appended to its run.json."""
-    storage = Storage.at(config.run.storage_root)
+    """Run `stage` again for run `run_id`; the rerun is appended to its run.json.
+
+    The upstream version it reads is checked against its manifest first (run.verify), like
+    any reuse; `force` recomputes the stage even if its version exists or fails that check.
+    """
+    check_run_id(run_id)
+    storage = Storage.at(config.run.storage_root, config.run.verify)
     record = RunRecord.load(storage, run_id)
     upstream_stage = stages.spec(stage).upstream
     upstream = record.data["versions"].get(upstream_stage) if upstream_stage else None

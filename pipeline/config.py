@@ -51,6 +51,11 @@ class RunSettings(BaseModel):
     # Weekly crawls: dedup new documents against the dedup versions of earlier completed runs
     # with the same run.name, so last week's pages are not admitted again.
     dedup_against_previous_runs: bool = False
+    # Before a committed version is reused, check its files against its manifest: "sha256"
+    # hashes every file (~2 s per GB on 2 cores, bench/integrity.py), "size" only
+    # compares sizes (misses an edit that keeps a file's size). CLI: --verify, or the
+    # LLMFORGE_VERIFY environment variable.
+    verify: Literal["sha256", "size"] = "sha256"
 
 
 class ScheduleConfig(BaseModel):

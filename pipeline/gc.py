@@ -10,8 +10,12 @@ goes, like `git gc` dropping unreachable objects. Each deletion first renames th
 tmp/ (one atomic step, so a reader sees the whole version or none), then removes it.
 
 Best run between pipeline runs. A running pipeline is mostly safe: its run is kept while marked
-"running" (up to a day), versions committed since it started are spared, and its tmp/ folders
-are young. Not safe: an old version it has just found for reuse and not yet recorded.
+"running" (up to a day, unless its process is known dead), versions committed since it started
+are spared, and its tmp/ folders are kept while their process lives. Not safe: an old version
+it has just found for reuse and not yet recorded.
+
+`clean_stale` is the part every run does first: run records left "running" by a process that
+died are marked "interrupted", and tmp/ folders of dead processes on this host are removed.
 """
 
 from __future__ import annotations
@@ -28,8 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.documents import DataError
-from pipeline.runs import RUN_FILE
-from pipeline.storage import MANIFEST, Storage, read_json
+from pipeline.runs import RUN_FILE, RunRecord, is_stale
+from pipeline.storage import (
+    MANIFEST,
+    RUN_ID_PATTERN,
+    VERSION_ID_PATTERN,
+    Storage,
+    owner_alive,
+    read_json,
+)
 
 # tmp/ entries not written to for this long are leftovers of a stopped process. A stage that is
 # running writes shards (or WARC records) into its folder far more often than once an hour.
@@ -117,7 +128,11 @@ def _started(run: dict[str, Any]) -> float:
 
 
 def _active(run: dict[str, Any], now: float) -> bool:
-    return run.get("status") == "running" and now - _started(run) < ACTIVE_RUN_MAX_AGE_S
+    return (
+        run.get("status") == "running"
+        and now - _started(run) < ACTIVE_RUN_MAX_AGE_S
+        and not is_stale(run)
+    )
 
 
 def load_runs(storage: Storage) -> list[dict[str, Any]]:
@@ -178,7 +193,8 @@ def _all_versions(storage: Storage) -> list[tuple[str, str]]:
     return [
         (folder.parent.name, folder.name)
         for folder in sorted(storage.versions_dir.glob("*/*"))
-        if folder.is_dir() and not folder.is_symlink()
+        # Only folders named like a version: anything else is not ours to delete.
+        if folder.is_dir() and not folder.is_symlink() and re.match(VERSION_ID_PATTERN, folder.name)
     ]
 
 
@@ -191,6 +207,11 @@ def _tmp_garbage(storage: Storage, refs: set[tuple[str, str]], now: float) -> li
         if entry.name.startswith(TRASH_PREFIX):
             garbage.append(entry)  # an earlier gc was stopped halfway through deleting it
             continue
+        owner = owner_alive(entry.name)  # tmp/<label>-<host>-<pid>-<random> (Storage.new_tmp_dir)
+        if owner is not None:
+            if not owner:
+                garbage.append(entry)  # its process on this host is gone, however young
+            continue  # a live process works in it, however long since its last write
         age = now - last_write(entry)
         work = WORK_DIR_RE.match(entry.name)
         if work:
@@ -261,6 +282,45 @@ def collect_garbage(
         if not dry_run:
             _remove(entry)
     return report
+
+
+def clean_stale(storage: Storage) -> list[str]:
+    """Mark stale "running" run records "interrupted" and remove tmp/ folders left by dead
+    processes of this host; returns one line per thing cleaned (for the log).
+
+    Only what is provably dead is touched: a record or folder is judged by the process that
+    wrote it (host, pid and pid start time), never by age, and folders of other hosts, of live
+    processes and training work dirs (kept to resume from) stay.
+    """
+    cleaned: list[str] = []
+    if storage.runs_dir.is_dir():
+        for folder in sorted(storage.runs_dir.iterdir()):
+            if not re.match(RUN_ID_PATTERN, folder.name) or not (folder / RUN_FILE).is_file():
+                continue
+            try:
+                record = RunRecord.load(storage, folder.name)
+            except DataError:
+                continue  # unreadable: `runs list` reports it; not ours to judge
+            if is_stale(record.data):
+                process = record.data.get("process") or {}
+                record.finish(
+                    "interrupted",
+                    f"process {process.get('pid')} on {process.get('host')} ended without "
+                    "recording an end (killed?)",
+                )
+                cleaned.append(
+                    f"run {record.run_id}: marked interrupted "
+                    f"(its process {process.get('pid')} is gone)"
+                )
+    if storage.tmp_dir.is_dir():
+        for entry in sorted(storage.tmp_dir.iterdir()):
+            if owner_alive(entry.name) is False:
+                size = tree_bytes(entry)
+                _remove(entry)
+                cleaned.append(
+                    f"removed tmp/{entry.name} ({human_bytes(size)}), left by a dead process"
+                )
+    return cleaned
 
 
 def format_report(report: GcReport) -> str:

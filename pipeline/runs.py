@@ -1,7 +1,10 @@
 """Run records: `<root>/runs/<run_id>/run.json` says what a pipeline run used and produced.
 
 A run record holds the resolved config, the git commit of the code, and every dataset version
-the run used (reused) or produced, so any model can be traced back to its data.
+the run used (reused) or produced, so any model can be traced back to its data. While it runs,
+the record names its process (host, pid, pid start time): a record still marked "running"
+whose process is gone from this host is stale, shown as "interrupted" (`is_stale`) and marked
+so by the next run (pipeline/gc.py `clean_stale`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.documents import DataError
-from pipeline.storage import Storage, read_json, write_json_atomic
+from pipeline.locks import alive, this_process
+from pipeline.storage import RUN_ID_PATTERN, Storage, load_version, read_json, write_json_atomic
 
 RUN_FILE = "run.json"
 
@@ -82,6 +86,7 @@ class RunRecord:
             "artifacts": {},
             "prefect": {},
             "error": None,
+            "process": this_process(),  # who is running it: stale detection
         }
         record = cls(storage, run_id, data)
         record.save()
@@ -117,12 +122,24 @@ class RunRecord:
         self.save()
 
 
+def is_stale(data: dict[str, Any]) -> bool:
+    """A record marked "running" whose process, recorded on this host, is no longer alive
+    (killed, or its machine rebooted). Records from other hosts or older code (no process
+    recorded) cannot be judged and are not stale."""
+    return data.get("status") == "running" and alive(data.get("process")) is False
+
+
 def list_runs(storage: Storage) -> list[dict[str, Any]]:
-    """All run records, newest first; unreadable ones are reported, not hidden."""
+    """All run records, newest first; unreadable ones are reported, not hidden, and stale
+    "running" ones read "interrupted"."""
     if storage.remote is not None:
+        import re
+
         from pipeline.remote import list_names, pull_file
 
         for run_id in list_names(storage.remote_url(storage.runs_dir)):
+            if not re.fullmatch(RUN_ID_PATTERN, run_id):
+                continue  # not a run folder of ours; never a path to write to
             local = storage.run_dir(run_id) / RUN_FILE
             pull_file(storage.remote_url(local), local)
     if not storage.runs_dir.is_dir():
@@ -130,9 +147,11 @@ def list_runs(storage: Storage) -> list[dict[str, Any]]:
     runs = []
     for path in sorted(storage.runs_dir.glob(f"*/{RUN_FILE}"), reverse=True):
         try:
-            runs.append(read_json(path))
+            data = read_json(path)
         except DataError as exc:
             runs.append({"run_id": path.parent.name, "status": "unreadable", "error": str(exc)})
+            continue
+        runs.append({**data, "status": "interrupted"} if is_stale(data) else data)
     return runs
 
 
@@ -140,7 +159,7 @@ def earlier_versions(storage: Storage, run_name: str, stage: str, before_run: st
     """Paths of `stage` versions used by earlier completed runs named `run_name`, oldest first.
 
     Incremental dedup compares a new crawl against these, so pages admitted in an earlier week
-    are not admitted again.
+    are not admitted again; each is checked against its manifest first, as any reuse is.
     """
     paths: list[Path] = []
     for record in sorted(list_runs(storage), key=lambda r: r.get("started_at") or ""):
@@ -152,5 +171,6 @@ def earlier_versions(storage: Storage, run_name: str, stage: str, before_run: st
         if version:
             path = storage.version_dir(stage, version["version_id"])
             if path.is_dir() and path not in paths:
+                load_version(storage, stage, version["version_id"])  # integrity check
                 paths.append(path)
     return paths

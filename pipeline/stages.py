@@ -336,7 +336,7 @@ def run_standalone(
 
     from pipeline.documents import list_shards
     from pipeline.sources import SourceFiles
-    from pipeline.storage import Storage, build_version
+    from pipeline.storage import Storage, build_version, standalone_work_root
 
     source = standalone_source(stage, input_path, reading)
     if isinstance(source, SourceFiles):
@@ -346,7 +346,7 @@ def run_standalone(
     if output_path.exists() and any(output_path.iterdir()):
         raise DataError(f"{output_path}: output folder exists and is not empty")
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    work = Storage.at(output_path.parent / f".{output_path.name}.llmforge")
+    work = Storage.at(standalone_work_root(output_path))  # unique per command (pid + random)
     try:
         version = build_version(
             work,
