@@ -62,6 +62,9 @@ def _prefect(storage, no_server: bool) -> dict:
 
     if no_server:
         configure_environment(storage)
+        from flows.server import tie_temporary_server
+
+        tie_temporary_server()
         return {}
     with console.status("starting the local Prefect server (first start takes ~15 s)..."):
         server = ensure_server(storage)
@@ -399,6 +402,9 @@ def server_status(storage: RootOpt = None, config: ConfigOpt = None) -> None:
 
 def main() -> None:
     """Entry point: bad input ends with one line naming the problem, not a traceback."""
+    from pipeline.lifeline import exit_on_signals
+
+    exit_on_signals()  # SIGTERM/SIGHUP: stop workers and servers, run cleanups, then exit
     try:
         app()
     except (DataError, EmptyStageError, RuntimeError) as exc:
