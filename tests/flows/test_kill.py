@@ -15,8 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -37,7 +37,8 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTLE_S = 5.0  # orphans notice within pipeline.lifeline.POLL_S (0.5 s); allow a loaded machine
+# Orphans notice within pipeline.lifeline.POLL_S (0.5 s), then a server may take GRACE_S (5 s).
+SETTLE_S = 10.0
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -89,12 +90,25 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.05)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def prefect_home(tmp_path_factory) -> Iterator[Path]:
+    """One Prefect home (database) for this module's commands: a fresh database costs ~5 s
+    per command. Not the session's: another test's in-process server may be using that one."""
+    path = tmp_path_factory.mktemp("prefect-home")
+    PREFECT_HOME[:] = [path]
+    yield path
+    PREFECT_HOME.clear()
+
+
+PREFECT_HOME: list[Path] = []
+
+
 def cli_env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # --no-server's own
     return {
         **env,
         "PYTHONPATH": str(ROOT),
-        "PREFECT_HOME": str(tmp / "prefect-home"),
+        "PREFECT_HOME": str(PREFECT_HOME[0] if PREFECT_HOME else tmp / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
     }
@@ -120,9 +134,7 @@ def kill_mid_stage(
     it, and check that it and everything it started are gone within SETTLE_S. Returns the
     descendants seen (pid -> depth)."""
     log = open(tmp / f"killed-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        args, env=cli_env(tmp), stdout=log, stderr=log, start_new_session=True
-    )
+    proc = subprocess.Popen(args, env=cli_env(tmp), stdout=log, stderr=log, start_new_session=True)
     seen: dict[int, int] = {}
     try:
 
@@ -153,8 +165,8 @@ def kill_mid_stage(
 def same_files(expected: Path, got: Path, folders: tuple[str, ...]) -> None:
     """Byte-identical Parquet files under `folders` (manifests hold timings, not compared)."""
     for folder in folders:
-        want = sorted(p.relative_to(expected) for p in (expected / folder).rglob("*") if p.is_file())
-        have = sorted(p.relative_to(got) for p in (got / folder).rglob("*") if p.is_file())
+        want = sorted(p.relative_to(expected) for p in (expected / folder).rglob("*"))
+        have = sorted(p.relative_to(got) for p in (got / folder).rglob("*"))
         assert have == want and want, folder
         for rel in want:
             assert (got / rel).read_bytes() == (expected / rel).read_bytes(), rel
@@ -218,3 +230,142 @@ def test_extract_killed_leaves_no_process_and_rerun_matches(
     assert not out.exists()  # killed before the commit
     run_ok(args, tmp_path)
     same_files(extracted, out, ("data", "removed"))
+
+
+# --- dedup ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def documents(tmp_path_factory) -> Path:
+    """4 shards x 1500 random 300-word documents, every 10th a copy of an earlier one: a few
+    seconds of MinHash work, spread over the pool."""
+    folder = tmp_path_factory.mktemp("docs")
+    rng = np.random.default_rng(0)
+    vocab = np.array([f"word{i}" for i in range(20_000)], dtype=object)
+    texts: list[str] = []
+    for shard in range(4):
+        rows = []
+        for i in range(1500):
+            text = texts[rng.integers(len(texts))] if texts and i % 10 == 9 else None
+            text = text or " ".join(vocab[rng.integers(0, len(vocab), 300)])
+            texts.append(text)
+            url = f"http://docs.test/{shard}/{i}"
+            rows.append({"id": url, "url": url, "domain": "docs.test", "text": text})
+        table = pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA)
+        pq.write_table(table, folder / f"part-{shard:05d}.parquet")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def deduped(documents, tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("dedup-ref")
+    out = tmp / "out"
+    run_ok(llmforge("stage", "dedup", "--input", str(documents), "--output", str(out)), tmp)
+    return out
+
+
+@pytest.mark.parametrize("whole_group", [False, True], ids=["main", "group"])
+def test_dedup_killed_leaves_no_process_and_rerun_matches(
+    whole_group, documents, deduped, tmp_path
+):
+    out = tmp_path / "out"
+    args = llmforge("stage", "dedup", "--input", str(documents), "--output", str(out))
+    seen = kill_mid_stage(args, tmp_path, whole_group, lambda seen: len(seen) >= 2)
+    assert set(seen.values()) == {1}  # the pool's two workers
+    assert not out.exists()
+    run_ok(args, tmp_path)
+    same_files(deduped, out, ("data", "removed", "signatures"))
+
+
+# --- crawl, through `llmforge run --no-server` -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slow_site(site) -> Iterator[tuple[str, list[int]]]:
+    """The sample site on 127.0.0.1, 0.1 s per request (so a crawl lasts seconds); yields its
+    URL and a one-item list counting GET requests."""
+    count = [0]
+    base = make_handler(site)
+
+    class Slow(base):  # type: ignore[misc, valid-type]
+        def do_GET(self) -> None:
+            count[0] += 1
+            time.sleep(0.1)
+            super().do_GET()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", count
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def crawl_args(base_url: str, storage: Path) -> list[str]:
+    from pipeline.crawl import CrawlConfig
+
+    sets = [
+        f'crawl.seeds=["{base_url}/"]',
+        "crawl.max_pages=30",
+        "crawl.delay_seconds=0",
+        "run.until=crawl",
+        f'run.storage_root="{storage}"',
+    ]
+    if "allow_private_addresses" in CrawlConfig.model_fields:  # the SSRF guard (issue 9)
+        sets.append("crawl.allow_private_addresses=true")
+    return llmforge("run", "--no-server", *[arg for s in sets for arg in ("--set", s)])
+
+
+def crawled_pages(storage: Path) -> list[tuple]:
+    """What a crawl stored, without its timings: (url, status, type, bytes, depth, error) rows
+    of its index and (url, payload) of its WARC responses, sorted."""
+    from pipeline.warc import iter_responses
+
+    [version] = (storage / "versions" / "crawl").iterdir()
+    index = pq.read_table(version / "index").to_pylist()
+    rows = sorted(
+        (r["url"], r["status"], r["content_type"], r["bytes"], r["depth"], r["error"])
+        for r in index
+    )
+    bodies = sorted(
+        (page.url, page.body)
+        for warc in sorted((version / "warc").glob("*.warc.gz"))
+        for page in iter_responses(warc, Counter())
+    )
+    assert len(rows) >= 30 and bodies
+    return rows + bodies
+
+
+@pytest.fixture(scope="module")
+def crawled(slow_site, tmp_path_factory) -> list[tuple]:
+    tmp = tmp_path_factory.mktemp("crawl-ref")
+    run_ok(crawl_args(slow_site[0], tmp / "storage"), tmp)
+    return crawled_pages(tmp / "storage")
+
+
+@pytest.mark.parametrize("whole_group", [False, True], ids=["main", "group"])
+def test_crawl_killed_leaves_no_server_and_rerun_matches(whole_group, slow_site, crawled, tmp_path):
+    base_url, count = slow_site
+    args = crawl_args(base_url, tmp_path / "storage")
+    start = count[0]
+    seen = kill_mid_stage(args, tmp_path, whole_group, lambda seen: count[0] >= start + 5)
+    assert 1 in seen.values()  # Prefect's temporary server: gone too
+    assert not (tmp_path / "storage" / "versions" / "crawl").exists()
+    run_ok(args, tmp_path)
+    assert crawled_pages(tmp_path / "storage") == crawled
+
+
+def test_sigterm_stops_prefect_temporary_server(slow_site, tmp_path):
+    base_url, count = slow_site
+    start = count[0]
+    seen = kill_mid_stage(
+        crawl_args(base_url, tmp_path / "storage"),
+        tmp_path,
+        whole_group=False,
+        started=lambda seen: count[0] >= start + 5,
+        how=signal.SIGTERM,
+    )
+    assert 1 in seen.values()
