@@ -124,7 +124,10 @@ class ExtractTask:
 
 
 def _base_doc(response: Any, source: str) -> dict[str, Any]:
-    host = urlsplit(response.url).hostname  # lowercase, without port or credentials
+    try:
+        host = urlsplit(response.url).hostname  # lowercase, without port or credentials
+    except ValueError:  # "http://[::1/": an unclosed IPv6 bracket (found by test_properties.py)
+        host = None
     return {
         "id": doc_id(response.url),
         "url": response.url,
