@@ -4,7 +4,9 @@ Each WARC file becomes one shard: trafilatura extracts the main text (as FineWeb
 datatrove's settings), py3langid labels its language, and every response that yields no
 document lands in `removed/` with an `extract_*` reason. Extraction runs in a sandbox child
 process with a per-page timeout (pipeline/sandbox.py), so one pathological page cannot stall a
-worker. A final pass keeps each URL once across shards. A shard's text depends on that shard
+worker; a page is read only up to `max_html_bytes` (pipeline/warc.py reads WARC bodies
+incrementally), so a decompression bomb ends as `extract_too_large`, not in memory. A final
+pass keeps each URL once across shards. A shard's text depends on that shard
 only (trafilatura's dedup cache starts empty per shard). bench/extract.py measures quality and
 speed against a bare trafilatura loop.
 
