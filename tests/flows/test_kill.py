@@ -129,10 +129,10 @@ def kill_mid_stage(
     whole_group: bool,
     started: Callable[[dict[int, int]], bool],
     how: int = signal.SIGKILL,
-) -> dict[int, int]:
+) -> tuple[dict[int, int], int]:
     """Start the command, wait until `started(descendants)` says the stage is under way, kill
     it, and check that it and everything it started are gone within SETTLE_S. Returns the
-    descendants seen (pid -> depth)."""
+    descendants seen (pid -> depth) and the command's exit status."""
     log = open(tmp / f"killed-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(args, env=cli_env(tmp), stdout=log, stderr=log, start_new_session=True)
     seen: dict[int, int] = {}
@@ -159,7 +159,7 @@ def kill_mid_stage(
         proc.kill()
         proc.wait()
         log.close()
-    return seen
+    return seen, proc.returncode
 
 
 def same_files(expected: Path, got: Path, folders: tuple[str, ...]) -> None:
@@ -225,7 +225,7 @@ def test_extract_killed_leaves_no_process_and_rerun_matches(
 ):
     out = tmp_path / "out"
     args = llmforge("stage", "extract", "--input", str(warcs), "--output", str(out))
-    seen = kill_mid_stage(args, tmp_path, whole_group, in_sandbox)
+    seen, _ = kill_mid_stage(args, tmp_path, whole_group, in_sandbox)
     assert sorted(set(seen.values())) == [1, 2]  # pool workers and their sandbox children
     assert not out.exists()  # killed before the commit
     run_ok(args, tmp_path)
@@ -270,7 +270,7 @@ def test_dedup_killed_leaves_no_process_and_rerun_matches(
 ):
     out = tmp_path / "out"
     args = llmforge("stage", "dedup", "--input", str(documents), "--output", str(out))
-    seen = kill_mid_stage(args, tmp_path, whole_group, lambda seen: len(seen) >= 2)
+    seen, _ = kill_mid_stage(args, tmp_path, whole_group, lambda seen: len(seen) >= 2)
     assert set(seen.values()) == {1}  # the pool's two workers
     assert not out.exists()
     run_ok(args, tmp_path)
@@ -351,7 +351,7 @@ def test_crawl_killed_leaves_no_server_and_rerun_matches(whole_group, slow_site,
     base_url, count = slow_site
     args = crawl_args(base_url, tmp_path / "storage")
     start = count[0]
-    seen = kill_mid_stage(args, tmp_path, whole_group, lambda seen: count[0] >= start + 5)
+    seen, _ = kill_mid_stage(args, tmp_path, whole_group, lambda seen: count[0] >= start + 5)
     assert 1 in seen.values()  # Prefect's temporary server: gone too
     assert not (tmp_path / "storage" / "versions" / "crawl").exists()
     run_ok(args, tmp_path)
@@ -361,11 +361,12 @@ def test_crawl_killed_leaves_no_server_and_rerun_matches(whole_group, slow_site,
 def test_sigterm_stops_prefect_temporary_server(slow_site, tmp_path):
     base_url, count = slow_site
     start = count[0]
-    seen = kill_mid_stage(
+    seen, status = kill_mid_stage(
         crawl_args(base_url, tmp_path / "storage"),
         tmp_path,
         whole_group=False,
         started=lambda seen: count[0] >= start + 5,
         how=signal.SIGTERM,
     )
-    assert 1 in seen.values()
+    assert 1 in seen.values()  # the server was there, and is gone
+    assert status == 128 + signal.SIGTERM  # exited through SystemExit: cleanups ran
