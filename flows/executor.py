@@ -34,8 +34,9 @@ _pool_workers = 0
 def process_pool(workers: int) -> ProcessPoolExecutor:
     """One pool per process, reused by every stage: spawning workers costs ~1 s each.
 
-    Workers die with this process however it dies (pipeline/lifeline.py; a polling thread, as
-    Prefect's threads, not one long-lived thread, start them)."""
+    Workers die with this process however it dies (pipeline/lifeline.py), noticed by a polling
+    thread: they are started from Prefect's task threads, whose end would fire Linux's
+    thread-bound parent-death signal while this process still uses them."""
     global _pool, _pool_workers
     if _pool is None or _pool_workers != workers:
         shutdown_pool()

@@ -293,8 +293,13 @@ def slow_site(site) -> Iterator[tuple[str, list[int]]]:
             time.sleep(0.1)
             super().do_GET()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    server.daemon_threads = True
+    class Quiet(ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address) -> None:
+            """A killed crawler drops its connections: no traceback per broken pipe."""
+
+    server = Quiet(("127.0.0.1", 0), Slow)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
