@@ -233,13 +233,13 @@ def _one_line(exc: Exception) -> str:
 def read_capped(blocks: Iterable[bytes], limit: int | None) -> tuple[bytes, bool]:
     """(the first `limit` bytes of the joined blocks, whether there were more). Stops pulling
     blocks as soon as it knows: the blocks can be an endless inflating stream."""
-    out = bytearray()
+    parts, size = [], 0
     for block in blocks:
-        out += block
-        if limit is not None and len(out) > limit:
-            del out[limit:]
-            return bytes(out), True
-    return bytes(out), False
+        parts.append(block)
+        size += len(block)
+        if limit is not None and size > limit:
+            return b"".join(parts)[:limit], True
+    return b"".join(parts), False
 
 
 def _decoded_blocks(record: Any) -> Iterator[bytes]:

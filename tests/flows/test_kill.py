@@ -211,12 +211,18 @@ def in_sandbox(seen: dict[int, int]) -> bool:
     return 2 in seen.values()
 
 
+def extract_args(warcs: Path, out: Path) -> list[str]:
+    # A page past the 1 s timeout is dropped (extract_timeout): on a loaded machine that is
+    # chance, and the outputs would differ by it. A generous timeout keeps the comparison exact.
+    args = ("--input", str(warcs), "--output", str(out), "--set", "timeout_seconds=60")
+    return llmforge("stage", "extract", *args)
+
+
 @pytest.fixture(scope="module")
 def extracted(warcs, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("extract-ref")
-    out = tmp / "out"
-    run_ok(llmforge("stage", "extract", "--input", str(warcs), "--output", str(out)), tmp)
-    return out
+    run_ok(extract_args(warcs, tmp / "out"), tmp)
+    return tmp / "out"
 
 
 @pytest.mark.parametrize("whole_group", [False, True], ids=["main", "group"])
@@ -224,7 +230,7 @@ def test_extract_killed_leaves_no_process_and_rerun_matches(
     whole_group, warcs, extracted, tmp_path
 ):
     out = tmp_path / "out"
-    args = llmforge("stage", "extract", "--input", str(warcs), "--output", str(out))
+    args = extract_args(warcs, out)
     seen, _ = kill_mid_stage(args, tmp_path, whole_group, in_sandbox)
     assert sorted(set(seen.values())) == [1, 2]  # pool workers and their sandbox children
     assert not out.exists()  # killed before the commit
