@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -155,7 +156,8 @@ def kill_mid_stage(
         wait_until(gone, SETTLE_S + (30 if how != signal.SIGKILL else 0), "children to end")
     finally:
         for pid in living(set(seen) | {proc.pid}, proc.pid):  # only if the test failed
-            os.kill(pid, signal.SIGKILL)
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.kill()
         proc.wait()
         log.close()
