@@ -88,6 +88,9 @@ def _prefect(storage, no_server: bool) -> dict:
 
     if no_server:
         configure_environment(storage)
+        from flows.server import tie_temporary_server
+
+        tie_temporary_server()
         return {}
     with console.status("starting the local Prefect server (first start takes ~15 s)..."):
         server = ensure_server(storage)
@@ -556,6 +559,9 @@ def export_model(
 
 def main() -> None:
     """Entry point: bad input ends with one line naming the problem, not a traceback."""
+    from pipeline.lifeline import exit_on_signals
+
+    exit_on_signals()  # SIGTERM/SIGHUP: stop workers and servers, run cleanups, then exit
     try:
         app()
     except (DataError, EmptyStageError, RuntimeError) as exc:

@@ -9,6 +9,7 @@ DaskTaskRunner and call the stage function directly in the Dask worker.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.monitor import Progress
 from pipeline.config import RunSettings
+from pipeline.lifeline import die_with_parent
 from pipeline.stage import ParallelMap
 
 T = TypeVar("T")
@@ -30,12 +32,21 @@ _pool_workers = 0
 
 
 def process_pool(workers: int) -> ProcessPoolExecutor:
-    """One pool per process, reused by every stage: spawning workers costs ~1 s each."""
+    """One pool per process, reused by every stage: spawning workers costs ~1 s each.
+
+    Workers die with this process however it dies (pipeline/lifeline.py), noticed by a polling
+    thread: they are started from Prefect's task threads, whose end would fire Linux's
+    thread-bound parent-death signal while this process still uses them."""
     global _pool, _pool_workers
     if _pool is None or _pool_workers != workers:
         shutdown_pool()
         # spawn, not fork: the parent runs Prefect's threads and event loops.
-        _pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        _pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        )
         _pool_workers = workers
     return _pool
 

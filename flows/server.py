@@ -4,6 +4,9 @@ Prefect's temporary in-process server records only a fraction of task runs and v
 exit (REFERENCE.md: ~70-100 of 1000 task runs recorded), so a local run starts (or reuses) a
 real `prefect server start` on 127.0.0.1 with its database in `<storage>/prefect/`, and every
 run stays viewable in the UI afterwards. With PREFECT_API_URL set, that server is used instead.
+That server is detached on purpose: it outlives the command, for later runs and the UI, until
+`llmforge server stop`. Prefect's temporary server (`--no-server`) instead dies with the command,
+however the command dies (`tie_temporary_server`).
 
 This module must not import prefect: it sets the environment Prefect reads at import time.
 """
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+import pipeline
 from pipeline.storage import Storage, write_json_atomic
 
 STATE_FILE = "server.json"
@@ -40,6 +44,38 @@ def configure_environment(storage: Storage) -> None:
     os.environ.setdefault("PREFECT_HOME", str(storage.prefect_home))
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def tie_temporary_server() -> None:
+    """Make Prefect's temporary server die with this process, even by SIGKILL.
+
+    Prefect starts it as `python -m uvicorn ...` (prefect.server.api.server.
+    SubprocessASGIServer) and stops it from an atexit hook, which a SIGKILL skips (and a SIGTERM
+    too, unless handled: pipeline.lifeline.exit_on_signals). Here that module's `subprocess`
+    is swapped for one that starts uvicorn through `python -m pipeline.lifeline`; other calls
+    pass through. Call before Prefect first talks to its API.
+    """
+    from prefect.server.api import server as prefect_server
+
+    if not isinstance(prefect_server.subprocess, _TiedSubprocess):
+        prefect_server.subprocess = _TiedSubprocess()
+
+
+class _TiedSubprocess:
+    """`subprocess`, except that `Popen([python, "-m", "uvicorn", ...])` runs tied to us."""
+
+    def __getattr__(self, name: str):
+        return getattr(subprocess, name)
+
+    def Popen(self, args, **kwargs):  # noqa: N802 - stands in for subprocess.Popen
+        args = list(args)
+        if args[1:3] == ["-m", "uvicorn"]:
+            args = [args[0], "-m", "pipeline.lifeline", str(os.getpid()), *args[1:]]
+            env = dict(kwargs.get("env") or os.environ)
+            root = str(Path(pipeline.__file__).resolve().parents[1])  # pipeline importable there
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+            kwargs["env"] = env
+        return subprocess.Popen(args, **kwargs)
 
 
 def _free_port() -> int:

@@ -15,6 +15,10 @@ one pickle round trip, not a process start.
 Where no child can be started (inside a daemonic worker, e.g. a multiprocessing.Pool or some
 Dask setups) the function runs in-process instead, with SIGALRM as the timeout on the main
 thread and no timeout elsewhere; one warning per process says so.
+
+The child dies with its parent, however the parent dies (pipeline/lifeline.py): on Linux by the
+kernel's parent-death signal, which is sent when the thread that started the child ends; that
+thread is the one using the sandbox, and it closes the sandbox before it moves on.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ import contextlib
 import gc
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from pipeline.lifeline import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +56,10 @@ class _Alarm(BaseException):
     """Raised by SIGALRM in in-process mode; a BaseException so `except Exception` can't eat it."""
 
 
-def _child_main(conn: Any, fn: Callable[..., Any]) -> None:
+def _child_main(conn: Any, fn: Callable[..., Any], parent_pid: int) -> None:
     """Child loop: receive an args tuple, send back ("ok", result) or ("error", message)."""
+    # A page can keep the child busy for a long time: it must not outlive a killed parent.
+    die_with_parent(parent_pid, creating_thread_outlives_child=True)
     # No logging in the child: forked, it would write through the parent's handlers (some, like
     # Prefect's, ship records via threads that do not exist here); failures travel back through
     # the pipe instead. Ctrl-C is the parent's business.
@@ -179,7 +188,8 @@ class Sandbox:
     def _start_child(self) -> None:
         ctx = _context()
         parent_conn, child_conn = ctx.Pipe()
-        proc = ctx.Process(target=_child_main, args=(child_conn, self.fn), daemon=True)
+        args = (child_conn, self.fn, os.getpid())
+        proc = ctx.Process(target=_child_main, args=args, daemon=True)
         proc.start()
         child_conn.close()
         self._proc, self._conn = proc, parent_conn

@@ -15,6 +15,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from pipeline.lifeline import die_with_parent
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -85,7 +87,12 @@ def process_map(workers: int | None = None) -> ParallelMap:
     def pmap(fn: Callable[[T], R], items: Sequence[T], name: str = "") -> list[R]:
         if workers <= 1 or len(items) <= 1:
             return serial_map(fn, items, name)
-        with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
+        # Workers die with this process, however it dies (pipeline/lifeline.py).
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(items)),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             return list(pool.map(fn, items))
 
     return pmap

@@ -6,8 +6,15 @@ prints a warning and carries on, and a truncated last record comes out short. Ea
 would silently lose or mangle pages, so `iter_responses` turns them into `DataError`s naming the
 file and offset (and prints nothing).
 
-    for page in iter_responses(Path("crawl.warc.gz"), stats):
-        html = decode_html(page.body, page.content_type)
+Every read is bounded, so a hostile file cannot take the memory: a response body is de-chunked
+and inflated (Content-Encoding gzip/deflate) here, block by block, and reading stops one byte
+past `max_body_bytes` (a 4 MB gzip body that inflates to 4 GiB costs 4 MB of reading); header
+lines have a size limit; the rest of a record is skipped in warcio's 16 KiB blocks of the file,
+which inflate to ~16 MiB at most (deflate's ratio is at most ~1032:1, zlib's technical notes).
+
+    for page in iter_responses(Path("crawl.warc.gz"), stats, max_body_bytes=5 << 20):
+        if not page.truncated:
+            html = decode_html(page.body, page.content_type)
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import codecs
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +40,19 @@ from pipeline.documents import DataError
 WARC_SUFFIXES = (".warc", ".warc.gz")
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _GZIP_MAGIC = b"\x1f\x8b"
+# A body is read, and inflated, this many bytes per step at most: a gzip bomb's step stays small
+# whatever its ratio, and a step is still quick.
+_BLOCK = 64 * 1024
+# The WARC + HTTP header lines of one record, together. h11 (httpx, our crawler) refuses a
+# response whose header block exceeds 16 KiB (its max_incomplete_event_size); 1 MiB leaves room
+# for other crawlers and still refuses a "header" of a gigabyte without a newline.
+MAX_HEADER_BYTES = 1 << 20
+# Compressed input kept, before any output, to pass a body through if it does not inflate.
+_MAX_HELD = 1 << 20
+# Content-Encodings undone here, as warcio does (it also decodes `br` when brotli is installed,
+# unbounded). Our crawler asks for gzip and deflate only (crawl.py's Accept-Encoding); other
+# encodings pass through as sent, as warcio does without brotli.
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 @dataclass
@@ -44,7 +64,8 @@ class Response:
     offset: int  # byte offset of the record in the file (of its gzip member, if compressed)
     status: int | None  # HTTP status; None when the status line is unreadable
     content_type: str | None  # the HTTP Content-Type header as sent
-    body: bytes
+    body: bytes  # decoded, at most `max_body_bytes` of it
+    truncated: bool = False  # the decoded body is longer than `max_body_bytes`: cut there
 
 
 def list_warc_files(path: Path | str) -> list[Path]:
@@ -62,6 +83,10 @@ def list_warc_files(path: Path | str) -> list[Path]:
 
 class _GzipError(Exception):
     """A gzip member that does not inflate, or a file that ends inside one: (what, detail)."""
+
+
+class _HeaderTooLong(ValueError):
+    """A record's header lines, or a line between records, exceed MAX_HEADER_BYTES."""
 
 
 class _StrictReader(DecompressingBufferedReader):
@@ -82,6 +107,21 @@ class _StrictReader(DecompressingBufferedReader):
         except zlib.error as exc:
             raise _GzipError("corrupt gzip member", str(exc)) from None
 
+    # Bytes of header lines the record being parsed may still read (None: not parsing one).
+    header_budget: int | None = None
+
+    def readline(self, length: int | None = None) -> bytes:
+        """warcio reads headers, and the blank lines between records, with unbounded readline():
+        a gigabyte without a newline would be one line. Here no line, and no record's headers
+        all together, read more than MAX_HEADER_BYTES."""
+        budget = MAX_HEADER_BYTES if self.header_budget is None else self.header_budget
+        line = super().readline(budget + 1 if length is None else min(length, budget + 1))
+        if len(line) > budget:
+            raise _HeaderTooLong(f"header lines longer than {MAX_HEADER_BYTES} bytes")
+        if self.header_budget is not None:
+            self.header_budget -= len(line)
+        return line
+
     def close_decompressor(self) -> None:  # called once the last record has been read
         decompressor = self.decompressor
         if decompressor is not None and self.num_block_read > 0 and not decompressor.eof:
@@ -96,6 +136,13 @@ class _QuietIterator(ArchiveIterator):
     def __init__(self, fh: BinaryIO, gzipped: bool):
         super().__init__(fh, arc2warc=True)
         self.reader = _StrictReader(self.fh, decomp_type="gzip" if gzipped else None)
+
+    def _next_record(self, next_line: bytes | None) -> Any:
+        self.reader.header_budget = MAX_HEADER_BYTES  # warcio parses WARC + HTTP headers here
+        try:
+            return super()._next_record(next_line)
+        finally:
+            self.reader.header_budget = None
 
 
 def _content_length(record: Any) -> int:
@@ -126,7 +173,8 @@ def iter_responses(
 ) -> Iterator[Response]:
     """Yield the response records of a WARC/ARC file; count every record type in `stats`.
 
-    Bodies longer than `max_body_bytes` are cut there (the caller sees `len(body)` to decide).
+    A decoded body longer than `max_body_bytes` is read only that far, cut there and marked
+    `truncated`; the rest of its record is skipped, never held.
     """
     path = Path(path)
     try:
@@ -146,8 +194,7 @@ def iter_responses(
                 stats[f"records_{record.rec_type}"] += 1
                 body = None
                 if record.rec_type == "response":
-                    stream = record.content_stream()
-                    body = stream.read() if max_body_bytes is None else stream.read(max_body_bytes)
+                    body = read_capped(_decoded_blocks(record), max_body_bytes)
                 records.get_record_offset()  # reads to the record's end, checking what follows
                 if records.err_count:
                     raise ValueError("record length does not match its Content-Length")
@@ -155,7 +202,7 @@ def iter_responses(
                     raise ValueError("record cut short: file truncated")
                 start, offset = offset, records.offset
                 if body is not None:
-                    yield _response(path, record, start, body)
+                    yield _response(path, record, start, *body)
         except _GzipError as exc:
             what, detail = exc.args
             raise DataError(f"{path}: {what}{_at(offset)} ({detail})") from None
@@ -183,7 +230,113 @@ def _one_line(exc: Exception) -> str:
     return text[:200] or type(exc).__name__
 
 
-def _response(path: Path, record: Any, offset: int, body: bytes) -> Response:
+def read_capped(blocks: Iterable[bytes], limit: int | None) -> tuple[bytes, bool]:
+    """(the first `limit` bytes of the joined blocks, whether there were more). Stops pulling
+    blocks as soon as it knows: the blocks can be an endless inflating stream."""
+    parts, size = [], 0
+    for block in blocks:
+        parts.append(block)
+        size += len(block)
+        if limit is not None and size > limit:
+            return b"".join(parts)[:limit], True
+    return b"".join(parts), False
+
+
+def _decoded_blocks(record: Any) -> Iterator[bytes]:
+    """A response record's payload, de-chunked and inflated as its HTTP headers say, in blocks
+    of at most _BLOCK bytes. Lenient like warcio's `content_stream()`, which it replaces because
+    that one reads a whole chunk at once (up to 2 GiB) and inflates without an output bound."""
+    raw = record.raw_stream  # after the HTTP headers; a .warc.gz member already inflated
+    headers = record.http_headers
+    if headers is None:
+        return _plain(raw)
+    blocks: Iterator[bytes] = _plain(raw)
+    if (headers.get_header("Transfer-Encoding") or "").strip().lower() == "chunked":
+        blocks = _dechunked(raw)
+    encoding = (headers.get_header("Content-Encoding") or "").strip().lower()
+    if encoding in _WBITS:
+        blocks = inflate(blocks, encoding)
+    return blocks
+
+
+def _plain(stream: Any) -> Iterator[bytes]:
+    while block := stream.read(_BLOCK):
+        yield block
+
+
+def _dechunked(stream: Any) -> Iterator[bytes]:
+    """HTTP/1.1 chunked transfer coding undone. Where it does not parse (servers do send plain
+    bodies labelled chunked) the rest passes through as it is; a cut-off chunk ends the body."""
+    while True:
+        line = stream.readline(64)  # hex size, maybe ;extensions, CRLF (warcio's bound too)
+        try:
+            if not line.endswith(b"\r\n"):
+                raise ValueError(line)
+            size = int(line[:-2].split(b";")[0], 16)
+        except ValueError:
+            yield line
+            yield from _plain(stream)
+            return
+        if size == 0:
+            return
+        while size > 0:
+            block = stream.read(min(size, _BLOCK))
+            if not block:
+                return
+            size -= len(block)
+            yield block
+        end = stream.read(2)
+        if end != b"\r\n":  # not chunked after all: the rest as it is
+            yield end
+            yield from _plain(stream)
+            return
+
+
+def inflate(blocks: Iterable[bytes], encoding: str) -> Iterator[bytes]:
+    """Undo a gzip/deflate Content-Encoding, yielding at most _BLOCK bytes per step, so the
+    consumer can stop a bomb after any step. As warcio does: data that fails to inflate before
+    any output passes through as sent (a server that says gzip and is not), "deflate" may be raw
+    deflate without the zlib wrapper, a stream that breaks later ends there, and what follows
+    the end of the compressed stream is ignored."""
+    retries = [-zlib.MAX_WBITS] if encoding == "deflate" else []
+    inflater = zlib.decompressobj(_WBITS[encoding])
+    held: bytearray | None = bytearray()  # input so far, until the first output
+    blocks = iter(blocks)
+    for block in blocks:
+        if held is not None:
+            held += block
+            if len(held) > _MAX_HELD:  # no output yet from 1 MiB: no passing through either
+                held = None
+        data = block
+        while data:
+            try:
+                out = inflater.decompress(data, _BLOCK)
+            except zlib.error:
+                if held is None:
+                    return
+                if retries:  # raw deflate: again from the start
+                    inflater, data = zlib.decompressobj(retries.pop()), bytes(held)
+                    continue
+                yield from _split(bytes(held))
+                yield from blocks
+                return
+            if out:
+                held = None
+                yield out
+            if inflater.eof:
+                return
+            data = inflater.unconsumed_tail
+    # zlib may hold the rest of a match once the input is all taken but the output was full.
+    while held is None and not inflater.eof and (out := inflater.decompress(b"", _BLOCK)):
+        yield out
+
+
+def _split(data: bytes) -> Iterator[bytes]:
+    for start in range(0, len(data), _BLOCK):
+        yield data[start : start + _BLOCK]
+
+
+def _response(path: Path, record: Any, offset: int, body: bytes, truncated: bool) -> Response:
     headers = record.rec_headers
     url = headers.get_header("WARC-Target-URI")
     if not url:
@@ -202,6 +355,7 @@ def _response(path: Path, record: Any, offset: int, body: bytes) -> Response:
         status=status,
         content_type=content_type,
         body=body,
+        truncated=truncated,
     )
 
 

@@ -293,7 +293,7 @@ def test_config_defaults_and_unknown_keys():
         False,
         True,
     )
-    assert config.timeout_seconds == 1.0 and config.max_html_bytes is None
+    assert config.timeout_seconds == 1.0 and config.max_html_bytes == 5 * 1024 * 1024
     with pytest.raises(ValidationError):
         ExtractConfig(favour_precision=True)  # datatrove's spelling is not ours
     with pytest.raises(ValidationError):
