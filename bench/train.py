@@ -181,7 +181,7 @@ def _plain_step(model, optimizer, precision, V: int) -> Callable:
     return step
 
 
-def build(variant: str, model_cfg: ModelConfig, args, device: str) -> Runner:
+def build(variant: str, model_cfg: ModelConfig, args, device: str, batch: int) -> Runner:
     torch.manual_seed(0)
     if variant == "textbook":
         prec = setup_precision(device, "fp32")
@@ -201,7 +201,7 @@ def build(variant: str, model_cfg: ModelConfig, args, device: str) -> Runner:
         step = _plain_step(torch.compile(model), optimizer, prec, ncfg.vocab_size)
         # FLOPs of the true vocabulary: the padded columns are not useful work.
         return Runner(variant, step, flops_per_token(model_cfg), prec.name, True)
-    cfg = TrainConfig(preset=args.preset, batch_size=1, device=device)
+    cfg = TrainConfig(preset=args.preset, batch_size=batch, device=device)
     if args.precision != "auto":
         cfg = cfg.model_copy(update={"precision": args.precision})
     if args.compile != "default":
@@ -267,7 +267,7 @@ def measure(args) -> list[dict]:
         gen = torch.Generator().manual_seed(batch)
         x = torch.randint(0, model_cfg.vocab_size, (batch, T), generator=gen).to(device)
         y = torch.randint(0, model_cfg.vocab_size, (batch, T), generator=gen).to(device)
-        runners = [build(v, model_cfg, args, args.device) for v in args.variants]
+        runners = [build(v, model_cfg, args, args.device, batch) for v in args.variants]
         per_step: dict[str, list[float]] = {r.name: [] for r in runners}
         peak_mem: dict[str, int | None] = {}
         for r in runners:  # warmup: the first step compiles; timed apart
@@ -328,11 +328,14 @@ def measure(args) -> list[dict]:
             )
         del runners
     for res in results:
-        same = {r["variant"]: r["tokens_per_s"] for r in results
+        # Paired ratios: rep i of one variant against rep i of the baseline, which ran right
+        # before or after it, then the median; steadier than a ratio of medians under load.
+        same = {r["variant"]: r["tokens_per_s_reps"] for r in results
                 if r["batch_size"] == res["batch_size"]}  # fmt: skip
         for base in ("textbook", "nanogpt"):
             if base in same:
-                res[f"vs_{base}"] = round(res["tokens_per_s"] / same[base], 3)
+                pairs = zip(res["tokens_per_s_reps"], same[base], strict=True)
+                res[f"vs_{base}"] = round(statistics.median(a / b for a, b in pairs), 3)
         print(json.dumps({"summary": True} | res), flush=True)
     return results
 
@@ -356,9 +359,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="mini", choices=sorted(PRESETS))
     parser.add_argument("--batch", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per repetition")
+    parser.add_argument("--steps", type=int, default=1, help="timed steps per repetition")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 1)")
-    parser.add_argument("--reps", type=int, default=3, help="round-robin repetitions")
+    parser.add_argument("--reps", type=int, default=5, help="round-robin repetitions")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )

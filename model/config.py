@@ -97,7 +97,7 @@ class TrainConfig(BaseModel):
     precision: Precision = "auto"  # auto: bf16 on CPU and bf16-capable GPUs, else fp16
     device: Device = "auto"
     # torch.compile the model; "auto": on where it pays back its compile time within the run
-    # (model.train.resolve_compile: enough steps, and a compiler for the device).
+    # (model.train.resolve_compile: enough training FLOPs, and a compiler for the device).
     compile: bool | Literal["auto"] = "auto"
     seed: int = 1337
     log_interval: int = Field(default=10, gt=0)  # steps between on_log calls / log lines
