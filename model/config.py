@@ -96,7 +96,9 @@ class TrainConfig(BaseModel):
     grad_clip: float = Field(default=1.0, ge=0)  # max global grad norm, 0 disables (GPT-3)
     precision: Precision = "auto"  # auto: bf16 on CPU and bf16-capable GPUs, else fp16
     device: Device = "auto"
-    compile: bool = False  # torch.compile the model (+~30% on CPU for mini, REFERENCE)
+    # torch.compile the model; "auto": on where it pays back its compile time within the run
+    # (model.train.resolve_compile: enough training FLOPs, and a compiler for the device).
+    compile: bool | Literal["auto"] = "auto"
     seed: int = 1337
     log_interval: int = Field(default=10, gt=0)  # steps between on_log calls / log lines
     eval_interval: int = Field(default=250, gt=0)  # steps between validation losses

@@ -6,8 +6,10 @@ import math
 import pytest
 import torch
 
+import model.head
 from model.config import PRESETS, ModelConfig, TrainConfig
-from model.gpt import GPT, flops_per_token, matmul_params, sinusoidal_table
+from model.gpt import GPT, flops_per_token, matmul_params, padded_vocab_size, sinusoidal_table
+from model.head import linear_cross_entropy
 
 SMALL = ModelConfig(vocab_size=97, context_length=16, d_model=32, n_heads=4, n_layers=2)
 
@@ -17,7 +19,7 @@ def test_forward_shapes_and_loss():
     model = GPT(SMALL)
     idx = torch.randint(0, 97, (3, 16))
     logits, loss = model(idx, idx)
-    assert logits.shape == (3, 16, 97)
+    assert logits is None  # training never materializes the logits (model/head.py)
     assert loss.shape == () and math.isclose(loss.item(), math.log(97), rel_tol=0.1)
     logits, loss = model(idx[:, :5])
     assert logits.shape == (3, 5, 97) and loss is None
@@ -111,3 +113,65 @@ def test_sinusoidal_input_is_scaled_embedding_plus_table():
     model(idx)
     expected = model.tok_emb(idx) * math.sqrt(32) + sinusoidal_table(16, 32)[:5]
     assert torch.allclose(seen["x"], expected, atol=1e-6)
+
+
+def _plain_loss_and_grads(x, w, t, V, dtype=None):
+    x, w = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        logits = x @ w[:V].t()
+    loss = torch.nn.functional.cross_entropy(logits.float(), t)
+    (3 * loss).backward()
+    return loss, x.grad, w.grad
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_chunked_head_cross_entropy_equals_the_plain_loss_and_gradients(monkeypatch, dtype):
+    """Several chunks, a ragged last one, padded columns: same loss and gradients as
+    F.cross_entropy on the sliced logits (fp32 to 1e-5; bf16 matmuls to bf16 noise)."""
+    monkeypatch.setattr(model.head, "CHUNK_ROWS", 8)
+    torch.manual_seed(0)
+    N, d, V = 37, 16, 100
+    x = torch.randn(N, d, requires_grad=True)
+    w = torch.randn(padded_vocab_size(V), d, requires_grad=True)
+    t = torch.randint(0, V, (N,))
+    with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        loss = linear_cross_entropy(x, w, t, V)
+    (3 * loss).backward()
+    ref, ref_x, ref_w = _plain_loss_and_grads(x, w, t, V, dtype)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype is None else dict(rtol=2e-2, atol=2e-2)
+    assert torch.allclose(loss, ref, **tol)
+    assert torch.allclose(x.grad, ref_x, **tol)
+    assert torch.allclose(w.grad[:V], ref_w[:V], **tol)
+    assert w.grad.dtype == torch.float32 and not w.grad[V:].any()  # padding: no gradient
+    with torch.no_grad():  # validation-style call: the loss alone
+        assert torch.allclose(linear_cross_entropy(x, w, t, V), loss, **tol)
+
+
+def test_vocab_is_padded_but_padded_ids_are_never_seen():
+    """Tables have a multiple of 64 rows; logits, losses and samples cover the true V only."""
+    torch.manual_seed(0)
+    model = GPT(SMALL).eval()  # V = 97 -> 128 rows
+    assert padded_vocab_size(97) == 128 and padded_vocab_size(50257) == 50304
+    assert model.lm_head.weight.shape == (128, 32) and model.tok_emb.weight.shape == (128, 32)
+    assert not model.lm_head.weight[97:].any() and not model.tok_emb.weight[97:].any()
+    idx = torch.randint(0, 97, (2, 16))
+    _, before = model(idx, idx)
+    with torch.no_grad():  # even if the padding rows were trained to be huge ...
+        model.lm_head.weight[97:] = 100.0
+    logits, _ = model(idx)
+    assert logits.shape == (2, 16, 97)
+    out = model.generate(idx[:, :2], 30, generator=torch.Generator().manual_seed(0))
+    assert int(out.max()) < 97  # ... sampling never picks a padded id
+    _, loss = model(idx, idx)
+    assert loss.item() == before.item()  # nor does the loss put probability on them
+
+
+def test_checkpoints_without_padding_still_load():
+    """A state_dict from before the padding ((V, d) tables) loads, padded with zero rows."""
+    torch.manual_seed(0)
+    model = GPT(SMALL)
+    old = {k: v[:97] if k in ("tok_emb.weight", "lm_head.weight") else v
+           for k, v in model.state_dict().items()}  # fmt: skip
+    fresh = GPT(SMALL)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.lm_head.weight, model.lm_head.weight)
