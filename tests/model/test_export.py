@@ -19,8 +19,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 from model.checkpoint import load_model, save_checkpoint  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
 from model.export import checkpoint_for, export, load_exported  # noqa: E402
-from model.gpt import GPT  # noqa: E402
+from model.gpt import GPT, padded_vocab_size  # noqa: E402
 from pipeline.documents import DataError  # noqa: E402
+from pipeline.integrity import file_sha256 as sha  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TOL = 1e-4
@@ -101,7 +102,9 @@ def test_padded_vocabulary_is_cut_back(tmp_path):
     assert hf.shape[-1] == 300
     assert (hf - our_logits(model, idx)).abs().max().item() < TOL
     loaded = load_exported(tmp_path / "ours")
-    assert loaded.lm_head.weight.shape == (300, 32)
+    # The loaded model pads its tables again (model.gpt.padded_vocab_size), with zero rows.
+    assert loaded.lm_head.weight.shape == (padded_vocab_size(300), 32)
+    assert not loaded.lm_head.weight[300:].any()
     assert torch.equal(our_logits(loaded, idx), our_logits(model, idx))
 
 
@@ -155,12 +158,19 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
 
 def fake_run(root: Path, run_id: str, train_folder: Path) -> None:
     """A storage root holding one run whose train version is `train_folder` (copied)."""
-    version = root / "versions" / "train" / "v-test"
+    version = root / "versions" / "train" / "0123456789abcdef"
     shutil.copytree(train_folder, version)
-    (version / "manifest.json").write_text(json.dumps({"version_id": "v-test", "stage": "train"}))
+    # A committed version lists its files: reuse checks them (pipeline/integrity.py).
+    files = [
+        {"path": p.relative_to(version).as_posix(), "bytes": p.stat().st_size, "sha256": sha(p)}
+        for p in sorted(version.rglob("*"))
+        if p.is_file()
+    ]
+    manifest = {"version_id": "0123456789abcdef", "stage": "train", "files": files}
+    (version / "manifest.json").write_text(json.dumps(manifest))
     run_dir = root / "runs" / run_id
     run_dir.mkdir(parents=True)
-    record = {"run_id": run_id, "versions": {"train": {"version_id": "v-test"}}}
+    record = {"run_id": run_id, "versions": {"train": {"version_id": "0123456789abcdef"}}}
     (run_dir / "run.json").write_text(json.dumps(record))
 
 
@@ -180,7 +190,7 @@ def llmforge(*args: str) -> subprocess.CompletedProcess:
 def test_cli_exports_a_trained_run(trained_run, tmp_path):
     run_dir, summary, _ = trained_run
     fake_run(tmp_path / "storage", "run-a", run_dir)
-    assert checkpoint_for("run-a", tmp_path / "storage").parent.name == "v-test"
+    assert checkpoint_for("run-a", tmp_path / "storage").parent.name == "0123456789abcdef"
     done = llmforge(
         "export", "run-a", "--format", "safetensors", "--output", str(tmp_path / "out"),
         "--storage", str(tmp_path / "storage"),
@@ -192,7 +202,7 @@ def test_cli_exports_a_trained_run(trained_run, tmp_path):
     assert torch.equal(our_logits(loaded, idx), our_logits(model, idx))
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["source"]["step"] == summary["steps"]
-    assert config["source"]["train_summary"].endswith("v-test/train.json")
+    assert config["source"]["train_summary"].endswith("0123456789abcdef/train.json")
 
     # A folder works too; an unknown run is one line naming it.
     done = llmforge("export", str(run_dir), "--format", "hf", "--output", str(tmp_path / "hf"))
