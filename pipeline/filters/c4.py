@@ -5,7 +5,9 @@ Unlike the other filters this one rewrites the document first: it drops boilerpl
 lines) and only then decides on the whole page (lorem ipsum, curly brackets, too few
 sentences). Later filters see the cleaned text, and kept documents are written with it.
 FineWeb's settings are the defaults: the terminal-punctuation line rule is off, because it
-removed ~30% of tokens (Penedo et al. 2024, Sec. 3.3); everything else as datatrove ships it.
+removed ~30% of tokens (Penedo et al. 2024, Sec. 3.3); everything else as datatrove ships it,
+sentences included: they are counted per kept line by spaCy's sentencizer rules (`words.py`:
+a sentence ends at a "." "!" or "?" token, so "Mr. Smith" and "3.5" do not end one).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 from typing import ClassVar
 
 from pipeline.filters.base import Document, DocumentFilter, Rule, Signals, StepConfig, text_of
+from pipeline.filters.words import WORDS
 
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")  # Wikipedia-style markers
 END_PUNCTUATION = (".", "?", "!", '"', "'")
@@ -27,9 +30,6 @@ POLICY_SUBSTRINGS = (
     "use of cookies",
     "use cookies",
 )
-# A sentence ends at . ! or ? (plus closing quotes/brackets) followed by more text. nltk's
-# sent_tokenize (datatrove) also knows abbreviations; "Mr. Smith" counts two sentences here.
-_SENTENCE_BREAK = re.compile(r"[.!?]+[\"'”’)\]]*\s+(?=\S)")
 
 
 class C4Config(StepConfig):
@@ -58,10 +58,6 @@ class C4Config(StepConfig):
     min_num_sentences: int | None = 5  # C4: drop pages with < 5 sentences after cleaning
 
 
-def count_sentences(line: str) -> int:
-    return len(_SENTENCE_BREAK.findall(line)) + 1 if line else 0
-
-
 class C4Filter(DocumentFilter):
     """C4 line cleaning, then page rules; reasons `c4_lorem_ipsum`, `c4_curly_bracket`, ..."""
 
@@ -72,8 +68,8 @@ class C4Filter(DocumentFilter):
     def keep_line(self, line: str, words: list[str]) -> bool:
         """Datatrove's per-line checks, in its order (`words` are counted before citations go).
 
-        A line that will drop the whole page (lorem ipsum, "{") is kept even if it mentions
-        javascript or cookies, so `decide` still sees it: datatrove checks those two first.
+        A line that will drop the whole page is kept, so `decide` sees it: "lorem ipsum" is
+        checked before the javascript rule and "{" after it, as in datatrove.
         """
         cfg = self.config
         if cfg.max_word_length is not None and any(len(w) > cfg.max_word_length for w in words):
@@ -85,12 +81,12 @@ class C4Filter(DocumentFilter):
         if cfg.min_words_per_line is not None and len(words) < cfg.min_words_per_line:
             return False
         lower = line.lower()
-        if (cfg.filter_lorem_ipsum and "lorem ipsum" in lower) or (
-            cfg.filter_curly_bracket and "{" in line
-        ):
+        if cfg.filter_lorem_ipsum and "lorem ipsum" in lower:
             return True
         if cfg.filter_javascript and "javascript" in lower:
             return False
+        if cfg.filter_curly_bracket and "{" in line:
+            return True
         return not (cfg.filter_policy and any(p in lower for p in POLICY_SUBSTRINGS))
 
     def transform(self, doc: Document) -> Document:
@@ -106,7 +102,8 @@ class C4Filter(DocumentFilter):
         text = text_of(doc)
         lower = text.lower()
         return {
-            "sentences": float(sum(count_sentences(line) for line in text.splitlines())),
+            # The kept lines, each split into sentences (datatrove's split_into_sentences).
+            "sentences": float(sum(map(WORDS.sentences, text.split("\n"))) if text else 0.0),
             "lorem_ipsum": float("lorem ipsum" in lower),
             "curly_bracket": float("{" in text),
         }

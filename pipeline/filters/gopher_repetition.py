@@ -3,7 +3,9 @@
 Repeated paragraphs, lines and n-grams mark spam, navigation and generated pages, and repeated
 text is what language models memorise. Each measure is the share of the document's characters
 covered by the repetition; defaults are Table A1 as datatrove's `GopherRepetitionFilter`
-ships them.
+ships them, and so is the counting: words are spaCy's English tokens (`words.py`); lines split
+on newlines of the unstripped text; the top n-gram counts even when it occurs once; duplicated
+n-grams are found by datatrove's greedy scan (after a repeat, skip its n words).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from pipeline.filters.base import (
     Signals,
     StepConfig,
     find_duplicates,
-    split_words,
     text_of,
 )
+from pipeline.filters.words import WORDS
 
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 _LINE_BREAK = re.compile(r"\n+")
@@ -93,37 +95,45 @@ class NGrams:
         return first[inverse], first, counts
 
     def top_chars(self, n: int) -> int:
-        """Characters covered by the most frequent n-gram (words + spaces) times its count.
+        """Characters of the most frequent n-gram (words joined by spaces) times its count.
 
-        0 unless it occurs at least twice: datatrove also counts an n-gram seen once, which
-        calls any very short document repetitive (it should fail Gopher's length rule).
+        As datatrove: an n-gram seen once counts too (a short document without repeats scores
+        its first n-gram), and ties go to the n-gram seen first (Counter.most_common).
         """
         _, first, counts = self.first_and_counts(n)
-        if not len(counts) or counts.max() < 2:
+        if not len(counts):
             return 0
-        # Ties go to the n-gram seen first in the text, as Counter.most_common does in
-        # datatrove; np.unique's order follows the hash keys, which change per process.
+        # np.unique orders by the hash keys, which change per process: pick by position.
         tied = np.flatnonzero(counts == counts.max())
-        start = int(first[tied].min())
         top = int(tied[np.argmin(first[tied])])
+        start = int(first[top])
         return int(self.lengths[start : start + n].sum() + n - 1) * int(counts[top])
 
     def dup_chars(self, n: int) -> int:
-        """Characters (spaces excluded) of words covered by an n-gram seen earlier in the text.
+        """Characters (spaces excluded) of n-grams that repeat one seen earlier, by datatrove's
+        greedy scan: at each position, a repeated n-gram counts and the scan jumps n words
+        (the n-grams it jumps over are never remembered); otherwise it is remembered.
 
-        Each word counts once however many repeated n-grams overlap it: Gopher's "not
-        double-counting", done as in RedPajama-v2 with a word mask. datatrove's greedy scan
-        skips n words after each repeat instead, slightly undercounting runs longer than n.
+        datatrove compares n-grams as their words joined without spaces ("ab c" equals
+        "a bc"); we compare the words themselves, which differs only in that rare case.
         """
         firsts, _, _ = self.first_and_counts(n)
-        starts = np.flatnonzero(firsts != np.arange(len(firsts)))
-        if not len(starts):
+        repeats = np.flatnonzero(firsts != np.arange(len(firsts)))
+        if not len(repeats):
             return 0
-        edges = np.zeros(len(self.lengths) + 1, dtype=np.int64)
-        edges[starts] += 1  # starts are distinct, so fancy-index adds are exact
-        edges[starts + n] -= 1
-        covered = np.cumsum(edges[:-1]) > 0
-        return int(self.lengths[covered].sum())
+        ids = firsts.tolist()  # an n-gram's id: where it first occurs
+        ends = np.concatenate(([0], np.cumsum(self.lengths))).tolist()
+        idx = int(repeats[0])
+        seen = set(ids[:idx])  # every position before the first repeat is visited
+        total = 0
+        while idx < len(ids):
+            if ids[idx] in seen:
+                total += ends[idx + n] - ends[idx]
+                idx += n
+            else:
+                seen.add(ids[idx])
+                idx += 1
+        return total
 
 
 class GopherRepetitionFilter(DocumentFilter):
@@ -135,21 +145,26 @@ class GopherRepetitionFilter(DocumentFilter):
 
     def signals(self, doc) -> Signals:
         text = text_of(doc)
-        if not text.strip():
-            return {}  # nothing repeats in an empty document
+        if not text:
+            return {}  # datatrove drops an empty document ("empty")
         chars = len(text)
         out: Signals = {}
         paragraphs = _PARAGRAPH_BREAK.split(text.strip())
         dup, dup_chars = find_duplicates(paragraphs)
         out["dup_para_frac"] = dup / len(paragraphs)
         out["dup_para_char_frac"] = dup_chars / chars
-        lines = _LINE_BREAK.split(text.strip())
+        lines = _LINE_BREAK.split(text)  # unstripped, as datatrove: "\nx\n" is 3 lines
         dup, dup_chars = find_duplicates(lines)
         out["dup_line_frac"] = dup / len(lines)
         out["dup_line_char_frac"] = dup_chars / chars
-        grams = NGrams(split_words(text))
+        grams = NGrams(WORDS.tokens(text))
         for n in TOP_NGRAM_SIZES:
             out[f"top_{n}_gram_frac"] = grams.top_chars(n) / chars
         for n in DUP_NGRAM_SIZES:
             out[f"dup_{n}_gram_frac"] = grams.dup_chars(n) / chars
         return out
+
+    def decide(self, signals: Signals) -> str | None:
+        if not signals:
+            return "gopher_repetition_empty"
+        return super().decide(signals)

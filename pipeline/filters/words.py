@@ -1,0 +1,366 @@
+"""Words and sentences as datatrove's English filters count them, without spaCy.
+
+datatrove's Gopher, C4 and FineWeb filters split English text with spaCy's blank English
+tokenizer (`datatrove.utils.word_tokenizers.SpaCyTokenizer`): punctuation marks are words of
+their own ("end." is two words), contractions split ("don't" is "do" + "n't"), URLs and
+numbers like "3.14" or "1,000" stay whole. C4 counts sentences with spaCy's `sentencizer`.
+Those counts decide the ratios, so this module reproduces them:
+
+- The text splits at whitespace into chunks, as spaCy's tokenizer does; each chunk is split
+  the way spaCy's algorithm splits one (special cases, then prefixes and suffixes peeled off
+  one at a time, then URLs kept whole, then infixes), with our own regexes written after
+  spaCy's English prefix/suffix/infix rules, and spaCy's English special cases as data
+  (`data/spacy_en_exceptions.txt`).
+- Chunks repeat (Zipf), so each distinct chunk is split once and its counts are cached:
+  counting a document is a `str.split` and a dictionary look-up per chunk, which is what makes
+  the filter stage >10x faster than datatrove's (bench/filter.py).
+
+Agreement with spaCy 3.8 is measured by tests/pipeline/test_filters_reference.py. Not
+reproduced: spaCy's second pass that re-joins special cases found across affix splits (e.g.
+"(:)" keeps ":)" whole), which is rare in prose.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from dataclasses import dataclass
+from functools import cache
+
+import regex
+
+from pipeline.filters.lists import DATA_DIR
+
+
+@cache
+def _tables() -> dict[str, str]:
+    """datatrove's punctuation sets and spaCy's sentence-ending characters (data file)."""
+    return json.loads((DATA_DIR / "punctuation.json").read_text(encoding="utf-8"))
+
+
+@cache
+def punctuation() -> frozenset[str]:
+    """datatrove's PUNCTUATION_SET: a word made only of these is a "symbol" word."""
+    return frozenset(_tables()["punctuation"])
+
+
+@cache
+def terminal_punctuation() -> tuple[str, ...]:
+    """datatrove's TERMINAL_PUNCTUATION: what FineWeb's line-punctuation rule accepts."""
+    return tuple(_tables()["terminal_punctuation"])
+
+
+@cache
+def sentence_punctuation() -> frozenset[str]:
+    """spaCy's sentencizer: a token that is one of these ends a sentence."""
+    return frozenset(_tables()["sentence_punctuation"])
+
+
+@cache
+def exceptions() -> dict[str, tuple[str, ...]]:
+    """spaCy's English special cases: chunk -> its tokens (only those the rules would
+    split differently: "don't" -> do n't, "e.g." -> e.g., "5pm" -> 5 pm)."""
+    out = {}
+    text = (DATA_DIR / "spacy_en_exceptions.txt").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if line and not line.startswith("# "):
+            chunk, tokens = line.split("\t")
+            out[chunk] = tuple(tokens.split(" "))
+    return out
+
+
+# Character classes after spaCy's `lang/char_classes.py` (its ALPHA/ALPHA_LOWER/ALPHA_UPPER
+# list Latin, Greek, Cyrillic, ... ranges; Unicode's letter categories are close to them).
+# Scripts without case (Arabic, CJK, ...) count as both lower- and upper-case there.
+_LOWER = r"\p{Ll}\p{Lo}"
+_UPPER = r"\p{Lu}\p{Lo}"
+_PUNCT = r"…,:;!?¿؟¡()\[\]{}<>_#*&。？！，、；：～·।،۔؛٪"
+_QUOTES = "'\"”“`‘´’‚,„»«「」『』（）〔〕【】《》〈〉〈〉⟦⟧"
+_CURRENCY = r"\$£€¥฿₽﷼₴₠-₿"
+_ICONS = r"\p{So}"  # spaCy lists "other symbols" (dingbats, emoji) by hand
+# spaCy's units after a number ("10km"; its Cyrillic and Arabic ones left out): no regex
+# metacharacters, so the list is its own alternation.
+_UNITS = (
+    "km|km²|km³|m|m²|m³|dm|dm²|dm³|cm|cm²|cm³|mm|mm²|mm³|ha|µm|nm|yd|in|ft|kg|g|mg|µg|t|lb|oz|"
+    "m/s|km/h|kmh|mph|hPa|Pa|mbar|mb|MB|kb|KB|gb|GB|tb|TB|T|G|M|K|%"
+)
+_HYPHENS = "-|–|—|--|---|——|~"
+
+# A prefix: one leading mark (anchored); spaCy tries its list in order, and the only overlap
+# ("…" before "……") already takes the single character.
+_PREFIX = regex.compile(
+    rf"(?:\.\.+|US\$|C\$|A\$|\+(?![0-9])|[§%=—–{_PUNCT}{_QUOTES}{_CURRENCY}{_ICONS}])"
+)
+# A suffix: the longest trailing match of any rule (spaCy searches its `rule$` alternation).
+_SUFFIX = regex.compile(
+    "(?:"
+    + "|".join(
+        [
+            r"\.\.+",
+            "……",
+            rf"[{_PUNCT}{_QUOTES}{_ICONS}]",
+            "'s|'S|’s|’S|—|–",
+            r"(?<=[0-9])\+",
+            r"(?<=°[FfCcKk])\.",
+            rf"(?<=[0-9])(?:US\$|C\$|A\$|[{_CURRENCY}])",
+            rf"(?<=[0-9])(?:{_UNITS})",
+            # a period after a digit, a lower-case letter, % ² - +, a punctuation mark or quote
+            rf"(?<=[0-9{_LOWER}%²\-+|{_PUNCT}{_QUOTES}])\.",
+            rf"(?<=[{_UPPER}][{_UPPER}])\.",  # "USA." but not "U.S."
+        ]
+    )
+    + r")$"
+)
+_INFIX = regex.compile(
+    "|".join(
+        [
+            r"\.\.+",
+            "…",
+            rf"[{_ICONS}]",
+            r"(?<=[0-9])[+\-*^](?=[0-9-])",  # 3+4, 1-2
+            rf"(?<=[{_LOWER}{_QUOTES}])\.(?=[{_UPPER}{_QUOTES}])",  # end.Next
+            r"(?<=\p{L}),(?=\p{L})",  # a,b
+            rf"(?<=[\p{{L}}0-9])(?:{_HYPHENS})(?=\p{{L}})",  # well-known
+            r"(?<=[\p{L}0-9])[:<>=/](?=\p{L})",  # and/or
+        ]
+    )
+)
+# spaCy's URL_MATCH (after dperini's URL regex): optional scheme and user, a public IPv4 or a
+# host name whose last label is 2+ lower-case letters, optional port and path.
+_HOST_CHAR = r"A-Za-z0-9\u00a1-\uffff"
+_URL = regex.compile(
+    r"(?:[\w+\-.]{2,}://)?"
+    r"(?:\S+(?::\S*)?@)?"
+    r"(?:"
+    r"(?!(?:10|127)(?:\.\d{1,3}){3})"
+    r"(?!(?:169\.254|192\.168)(?:\.\d{1,3}){2})"
+    r"(?!172\.(?:1[6-9]|2\d|3[0-1])(?:\.\d{1,3}){2})"
+    r"(?:[1-9]\d?|1\d\d|2[01]\d|22[0-3])"
+    r"(?:\.(?:1?\d{1,2}|2[0-4]\d|25[0-5])){2}"
+    r"(?:\.(?:[1-9]\d?|1\d\d|2[0-4]\d|25[0-4]))"
+    rf"|(?:(?:[{_HOST_CHAR}][{_HOST_CHAR}_-]{{0,62}})?[{_HOST_CHAR}]\.)+[{_LOWER}]{{2,63}}"
+    r")"
+    r"(?::\d{2,5})?"
+    r"(?:[/?#]\S*)?"
+    r"$"
+)
+
+
+_SIMPLE_SUFFIX = frozenset(",;:!?)\"'")  # split off a letters-only word by the rules
+
+
+def split_chunk(chunk: str) -> tuple[str, ...]:
+    """The tokens of one whitespace-free chunk, as spaCy's English tokenizer splits it."""
+    special = exceptions()
+    if chunk in special:
+        return special[chunk]
+    # Fast paths (most chunks): letters only; letters and one closing mark; the rules split
+    # these the same way, and no special case applies to the letters alone.
+    if chunk.isalpha():
+        return (chunk,)
+    head, last = chunk[:-1], chunk[-1]
+    if (head.isalpha() and head not in special) and (
+        last in _SIMPLE_SUFFIX or (last == "." and head[-1].islower())
+    ):
+        return (head, last)
+    tokens = _split_by_rules(chunk, special)
+    if len(tokens) > 1:
+        tokens = _rejoin_specials(tokens)
+    return tokens
+
+
+def _split_by_rules(chunk: str, special: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """spaCy's algorithm: peel prefixes and suffixes (stopping at a special case), then keep a
+    URL whole or split at infixes. `special` empty gives the split without special cases."""
+    prefixes: list[str] = []
+    suffixes: list[str] = []
+    s = chunk
+    last = -1
+    while s and len(s) != last:
+        if s in special:
+            break
+        last = len(s)
+        m = _PREFIX.match(s)
+        pre = m.end() if m else 0
+        if pre and s[pre:] in special:
+            prefixes.append(s[:pre])
+            s = s[pre:]
+            break
+        m = _SUFFIX.search(s, pre)
+        suf = m.end() - m.start() if m else 0
+        if suf and s[:-suf] in special:
+            suffixes.append(s[-suf:])
+            s = s[:-suf]
+            break
+        if pre and suf and pre + suf <= len(s):
+            prefixes.append(s[:pre])
+            suffixes.append(s[-suf:])
+            s = s[pre:-suf]
+        elif pre:
+            prefixes.append(s[:pre])
+            s = s[pre:]
+        elif suf:
+            suffixes.append(s[-suf:])
+            s = s[:-suf]
+    tokens = prefixes
+    if s in special:
+        tokens.extend(special[s])
+    elif s and _URL.match(s):
+        tokens.append(s)
+    elif s:
+        start = 0
+        for m in _INFIX.finditer(s):
+            if m.start() == 0:  # spaCy ignores an infix at the very start
+                continue
+            if m.start() != start:
+                tokens.append(s[start : m.start()])
+            if m.start() != m.end():
+                tokens.append(m.group())
+            start = m.end()
+        if s[start:]:
+            tokens.append(s[start:])
+    tokens.extend(reversed(suffixes))
+    return tuple(tokens)
+
+
+@cache
+def _split_specials() -> dict[str, dict[tuple[str, ...], tuple[str, ...]]]:
+    """Special cases the rules split into several tokens, by first token: those tokens ->
+    the special case's own tokens. spaCy re-joins them wherever they occur side by side
+    inside a chunk ("a-z." splits to a - z . and "z." is a special case: a - z.)."""
+    out: dict[str, dict[tuple[str, ...], tuple[str, ...]]] = {}
+    for chunk, tokens in exceptions().items():
+        bare = _split_by_rules(chunk, {})
+        if len(bare) > 1:
+            out.setdefault(bare[0], {})[bare] = tokens
+    return out
+
+
+def _rejoin_specials(tokens: tuple[str, ...]) -> tuple[str, ...]:
+    """spaCy's second pass: longest special-case matches first, never overlapping."""
+    table = _split_specials()
+    if not any(t in table for t in tokens):
+        return tokens
+    matches = []  # (length, start, replacement)
+    for i, token in enumerate(tokens):
+        for bare, replacement in table.get(token, {}).items():
+            if tokens[i : i + len(bare)] == bare:
+                matches.append((len(bare), i, replacement))
+    taken: set[int] = set()
+    chosen = []
+    for length, start, replacement in sorted(matches, reverse=True):
+        if start not in taken and start + length - 1 not in taken:
+            chosen.append((start, length, replacement))
+        taken.update(range(start, start + length))
+    if not chosen:
+        return tokens
+    out: list[str] = []
+    i = 0
+    for start, length, replacement in sorted(chosen):
+        out.extend(tokens[i:start])
+        out.extend(replacement)
+        i = start + length
+    out.extend(tokens[i:])
+    return tuple(out)
+
+
+def _is_punct(token: str) -> bool:
+    """spaCy's `is_punct`: every character is a Unicode punctuation mark (P*)."""
+    return all(unicodedata.category(c).startswith("P") for c in token)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One chunk's tokens and the counts the filters need from them."""
+
+    tokens: tuple[str, ...]
+    words: int  # non-symbol tokens: a character outside datatrove's punctuation
+    word_chars: int  # their total length
+    alpha: int  # tokens with an alphabetic character
+    # spaCy's sentencizer over these tokens, entered with "a sentence end was seen" False/True:
+    # (sentence starts it adds, whether it leaves one seen).
+    after_plain: tuple[int, bool]
+    after_end: tuple[int, bool]
+
+
+def _sentencize(tokens: tuple[str, ...], seen: bool, ends: frozenset[str]) -> tuple[int, bool]:
+    starts = 0
+    for token in tokens:
+        if token in ends:
+            seen = True
+        elif seen and not _is_punct(token):
+            starts += 1
+            seen = False
+    return starts, seen
+
+
+def _measure(chunk: str) -> Chunk:
+    tokens = split_chunk(chunk)
+    marks = punctuation()
+    ends = sentence_punctuation()
+    words = [t for t in tokens if any(c not in marks for c in t)]
+    return Chunk(
+        tokens,
+        len(words),
+        sum(map(len, words)),
+        sum(any(c.isalpha() for c in t) for t in tokens),
+        _sentencize(tokens, False, ends),
+        _sentencize(tokens, True, ends),
+    )
+
+
+class Words:
+    """Split chunks, cached: a bounded dict (cleared when full), one per process."""
+
+    MAX_CACHE = 500_000
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Chunk] = {}
+
+    def chunks(self, text: str) -> list[Chunk]:
+        cache = self._cache
+        out = []
+        for chunk in text.split():
+            info = cache.get(chunk)
+            if info is None:
+                if len(cache) >= self.MAX_CACHE:
+                    cache.clear()
+                info = cache[chunk] = _measure(chunk)
+            out.append(info)
+        return out
+
+    def tokens(self, text: str) -> list[str]:
+        """datatrove's `split_into_words(text)` for English."""
+        return [t for c in self.chunks(text) for t in c.tokens]
+
+    def sentences(self, line: str) -> int:
+        """datatrove's `len(split_into_sentences(line))` for English (spaCy's sentencizer).
+
+        A run of whitespace other than one space is a token of its own to spaCy, and it
+        starts a sentence after a full stop like any other non-punctuation token.
+        """
+        count, seen = 1, False
+        for i, piece in enumerate(line.split(" ")):
+            if i and not piece:  # two spaces in a row: a whitespace token
+                if seen:
+                    count, seen = count + 1, False
+                continue
+            for part in _split_keep_space(piece):
+                if part.isspace():
+                    if seen:
+                        count, seen = count + 1, False
+                    continue
+                info = self._cache.get(part) or self.chunks(part)[0]
+                starts, seen = info.after_end if seen else info.after_plain
+                count += starts
+        return count
+
+
+def _split_keep_space(piece: str) -> list[str]:
+    """A space-free piece split into chunks and runs of other whitespace (tabs, NBSP)."""
+    if not piece or not any(c.isspace() for c in piece):
+        return [piece] if piece else []
+    return [p for p in regex.split(r"(\s+)", piece) if p]
+
+
+WORDS = Words()
