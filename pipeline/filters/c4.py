@@ -72,7 +72,8 @@ class C4Filter(DocumentFilter):
         checked before the javascript rule and "{" after it, as in datatrove.
         """
         cfg = self.config
-        if cfg.max_word_length is not None and any(len(w) > cfg.max_word_length for w in words):
+        limit = cfg.max_word_length
+        if limit is not None and max(map(len, words), default=0) > limit:
             return False
         if cfg.filter_no_terminal_punct and (
             not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS)

@@ -64,8 +64,7 @@ class FineWebQualityFilter(DocumentFilter):
             "short_line_ratio": sum(len(line) <= short for line in lines) / len(lines),
             "char_dup_ratio": find_duplicates(lines)[1] / (len(text) - text.count("\n")),
         }
-        words = sum(len(c.tokens) for c in WORDS.chunks(text))
-        out["new_line_ratio"] = text.count("\n") / words
+        out["new_line_ratio"] = text.count("\n") / len(WORDS.tokens(text))
         return out
 
     def decide(self, signals: Signals) -> str | None:

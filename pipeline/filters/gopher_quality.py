@@ -87,23 +87,22 @@ class GopherQualityFilter(DocumentFilter):
 
     def signals(self, doc) -> Signals:
         text = text_of(doc)
-        chunks = WORDS.chunks(text)
-        words = sum(c.words for c in chunks)  # non-symbol tokens
-        tokens = sum(len(c.tokens) for c in chunks)
-        present = {t for c in chunks for t in c.tokens}
+        counts = WORDS.counts(text)
+        words = counts.words  # non-symbol tokens
+        present = self.stop_words.intersection(counts.tokens)
         if self.paper:
-            present = {t.lower() for t in present}
+            present = self.stop_words.intersection(map(str.lower, counts.tokens))
         out: Signals = {
             "word_count": float(words),
-            "stop_words": float(len(self.stop_words & present)),
+            "stop_words": float(len(present)),
         }
         if words:
-            out["mean_word_length"] = sum(c.word_chars for c in chunks) / words
-        per = words if self.paper else tokens  # the ratios' denominator
+            out["mean_word_length"] = counts.word_chars / words
+        per = words if self.paper else len(counts.tokens)  # the ratios' denominator
         if per:
             out["hash_word_ratio"] = text.count("#") / per
             out["ellipsis_word_ratio"] = (text.count("...") + text.count("…")) / per
-            out["alpha_words_ratio"] = sum(c.alpha for c in chunks) / per
+            out["alpha_words_ratio"] = counts.alpha / per
         lines = text.splitlines()
         if lines:
             bullets = sum(line.lstrip().startswith(("•", "-")) for line in lines)

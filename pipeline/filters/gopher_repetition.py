@@ -10,6 +10,7 @@ n-grams are found by datatrove's greedy scan (after a repeat, skip its n words).
 
 from __future__ import annotations
 
+import bisect
 import re
 
 import numpy as np
@@ -118,21 +119,29 @@ class NGrams:
         "a bc"); we compare the words themselves, which differs only in that rare case.
         """
         firsts, _, _ = self.first_and_counts(n)
-        repeats = np.flatnonzero(firsts != np.arange(len(firsts)))
-        if not len(repeats):
+        repeats = np.flatnonzero(firsts != np.arange(len(firsts))).tolist()
+        if not repeats:
             return 0
+        # Only positions repeating an earlier n-gram can count, so the scan walks those: a
+        # first occurrence is remembered unless a counted repeat's jump skipped it, and a
+        # repeat that does not count is remembered in its place.
         ids = firsts.tolist()  # an n-gram's id: where it first occurs
         ends = np.concatenate(([0], np.cumsum(self.lengths))).tolist()
-        idx = int(repeats[0])
-        seen = set(ids[:idx])  # every position before the first repeat is visited
-        total = 0
-        while idx < len(ids):
-            if ids[idx] in seen:
+        jumps: list[int] = []  # starts of the counted repeats; each skips [start, start + n)
+        remembered: set[int] = set()  # ids remembered at a repeat that did not count
+        total, next_visit = 0, 0
+        for idx in repeats:
+            if idx < next_visit:
+                continue  # jumped over
+            first = ids[idx]
+            k = bisect.bisect_right(jumps, first) - 1
+            if (k < 0 or first >= jumps[k] + n) or first in remembered:
                 total += ends[idx + n] - ends[idx]
-                idx += n
+                jumps.append(idx)
+                next_visit = idx + n
             else:
-                seen.add(ids[idx])
-                idx += 1
+                remembered.add(first)
+                next_visit = idx + 1
         return total
 
 
@@ -160,8 +169,11 @@ class GopherRepetitionFilter(DocumentFilter):
         grams = NGrams(WORDS.tokens(text))
         for n in TOP_NGRAM_SIZES:
             out[f"top_{n}_gram_frac"] = grams.top_chars(n) / chars
-        for n in DUP_NGRAM_SIZES:
-            out[f"dup_{n}_gram_frac"] = grams.dup_chars(n) / chars
+        repeats = True
+        for n in DUP_NGRAM_SIZES:  # ascending: no repeated n-gram means no longer one either
+            dup = grams.dup_chars(n) if repeats else 0
+            repeats = dup > 0
+            out[f"dup_{n}_gram_frac"] = dup / chars
         return out
 
     def decide(self, signals: Signals) -> str | None:

@@ -23,9 +23,12 @@ reproduced: spaCy's second pass that re-joins special cases found across affix s
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import cache
+from itertools import chain
+from operator import attrgetter
 
 import regex
 
@@ -264,11 +267,6 @@ def _rejoin_specials(tokens: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _is_punct(token: str) -> bool:
-    """spaCy's `is_punct`: every character is a Unicode punctuation mark (P*)."""
-    return all(unicodedata.category(c).startswith("P") for c in token)
-
-
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """One chunk's tokens and the counts the filters need from them."""
@@ -277,21 +275,16 @@ class Chunk:
     words: int  # non-symbol tokens: a character outside datatrove's punctuation
     word_chars: int  # their total length
     alpha: int  # tokens with an alphabetic character
-    # spaCy's sentencizer over these tokens, entered with "a sentence end was seen" False/True:
-    # (sentence starts it adds, whether it leaves one seen).
-    after_plain: tuple[int, bool]
-    after_end: tuple[int, bool]
+    # Each token's part in spaCy's sentencizer: "E" ends a sentence ("." "!" "?" ...), "P" is
+    # other punctuation (it neither ends nor starts one), "W" anything else.
+    roles: str
 
 
-def _sentencize(tokens: tuple[str, ...], seen: bool, ends: frozenset[str]) -> tuple[int, bool]:
-    starts = 0
-    for token in tokens:
-        if token in ends:
-            seen = True
-        elif seen and not _is_punct(token):
-            starts += 1
-            seen = False
-    return starts, seen
+def _role(token: str, ends: frozenset[str]) -> str:
+    if token in ends:
+        return "E"
+    # spaCy's `is_punct`: every character is a Unicode punctuation mark (P*)
+    return "P" if all(unicodedata.category(c).startswith("P") for c in token) else "W"
 
 
 def _measure(chunk: str) -> Chunk:
@@ -304,34 +297,79 @@ def _measure(chunk: str) -> Chunk:
         len(words),
         sum(map(len, words)),
         sum(any(c.isalpha() for c in t) for t in tokens),
-        _sentencize(tokens, False, ends),
-        _sentencize(tokens, True, ends),
+        "".join(_role(t, ends) for t in tokens),
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """One text's tokens and their totals (the sums of its chunks')."""
+
+    tokens: list[str]
+    words: int
+    word_chars: int
+    alpha: int
+
+
+@cache
+def _sentence_end() -> re.Pattern[str]:
+    return re.compile("[" + "".join(map(re.escape, sorted(sentence_punctuation()))) + "]")
+
+
+_ODD_SPACE = re.compile(r"[^\S ]| {2}")  # whitespace that spaCy makes a token of its own
+_PIECES = re.compile(r"\S+|\s+")
+# The sentencizer starts a sentence at the first "W" token after an "E" (only "P" between).
+_SENTENCE_START = re.compile("E[EP]*W")
+_TOKENS = attrgetter("tokens")
+_WORDS = attrgetter("words")
+_WORD_CHARS = attrgetter("word_chars")
+_ALPHA = attrgetter("alpha")
+_ROLES = attrgetter("roles")
+
+
 class Words:
-    """Split chunks, cached: a bounded dict (cleared when full), one per process."""
+    """Split chunks, cached: a bounded dict (cleared when full), one per process. The last
+    text's counts are kept too: Gopher repetition and quality read the same text."""
 
     MAX_CACHE = 500_000
 
     def __init__(self) -> None:
         self._cache: dict[str, Chunk] = {}
+        self._last: tuple[str, Counts] | None = None
 
-    def chunks(self, text: str) -> list[Chunk]:
-        cache = self._cache
-        out = []
-        for chunk in text.split():
-            info = cache.get(chunk)
-            if info is None:
-                if len(cache) >= self.MAX_CACHE:
-                    cache.clear()
-                info = cache[chunk] = _measure(chunk)
-            out.append(info)
-        return out
+    def chunks(self, pieces: list[str]) -> list[Chunk]:
+        """The chunks' splits, measuring those not seen before (all loops in C when cached)."""
+        infos = list(map(self._cache.get, pieces))
+        if None in infos:
+            if len(self._cache) >= self.MAX_CACHE:
+                self._cache.clear()
+            for i, info in enumerate(infos):
+                if info is None:
+                    piece = pieces[i]
+                    info = self._cache.get(piece)
+                    infos[i] = info if info is not None else self._add(piece)
+        return infos
+
+    def _add(self, piece: str) -> Chunk:
+        info = self._cache[piece] = _measure(piece)
+        return info
+
+    def counts(self, text: str) -> Counts:
+        if self._last is not None and self._last[0] is text:
+            return self._last[1]
+        infos = self.chunks(text.split())
+        counts = Counts(
+            list(chain.from_iterable(map(_TOKENS, infos))),
+            sum(map(_WORDS, infos)),
+            sum(map(_WORD_CHARS, infos)),
+            sum(map(_ALPHA, infos)),
+        )
+        self._last = (text, counts)
+        return counts
 
     def tokens(self, text: str) -> list[str]:
         """datatrove's `split_into_words(text)` for English."""
-        return [t for c in self.chunks(text) for t in c.tokens]
+        return self.counts(text).tokens
 
     def sentences(self, line: str) -> int:
         """datatrove's `len(split_into_sentences(line))` for English (spaCy's sentencizer).
@@ -339,28 +377,17 @@ class Words:
         A run of whitespace other than one space is a token of its own to spaCy, and it
         starts a sentence after a full stop like any other non-punctuation token.
         """
-        count, seen = 1, False
-        for i, piece in enumerate(line.split(" ")):
-            if i and not piece:  # two spaces in a row: a whitespace token
-                if seen:
-                    count, seen = count + 1, False
-                continue
-            for part in _split_keep_space(piece):
-                if part.isspace():
-                    if seen:
-                        count, seen = count + 1, False
-                    continue
-                info = self._cache.get(part) or self.chunks(part)[0]
-                starts, seen = info.after_end if seen else info.after_plain
-                count += starts
-        return count
-
-
-def _split_keep_space(piece: str) -> list[str]:
-    """A space-free piece split into chunks and runs of other whitespace (tabs, NBSP)."""
-    if not piece or not any(c.isspace() for c in piece):
-        return [piece] if piece else []
-    return [p for p in regex.split(r"(\s+)", piece) if p]
+        if not _sentence_end().search(line):
+            return 1
+        if _ODD_SPACE.search(line):
+            roles = "".join(
+                "W" if piece.isspace() else self.chunks([piece])[0].roles
+                for piece in _PIECES.findall(line)
+                if piece != " "
+            )
+        else:  # a single space at the end (after "[1]" went) is no token
+            roles = "".join(map(_ROLES, self.chunks([p for p in line.split(" ") if p])))
+        return 1 + len(_SENTENCE_START.findall(roles))
 
 
 WORDS = Words()
