@@ -31,6 +31,8 @@ POLICY_SUBSTRINGS = (
     "use cookies",
 )
 
+_POLICY = re.compile("|".join(map(re.escape, POLICY_SUBSTRINGS)))
+
 
 class C4Config(StepConfig):
     # Every switch but min_num_sentences shapes the cleaned text (lorem ipsum and "{" lines
@@ -88,13 +90,14 @@ class C4Filter(DocumentFilter):
             return False
         if cfg.filter_curly_bracket and "{" in line:
             return True
-        return not (cfg.filter_policy and any(p in lower for p in POLICY_SUBSTRINGS))
+        return not (cfg.filter_policy and _POLICY.search(lower))
 
     def transform(self, doc: Document) -> Document:
         kept = []
+        cite = self.config.remove_citations
         for raw in text_of(doc).splitlines():
             raw = raw.strip()
-            line = CITATION.sub("", raw) if self.config.remove_citations else raw
+            line = CITATION.sub("", raw) if cite and "[" in raw else raw
             if self.keep_line(line, raw.split()):
                 kept.append(line)
         return {**doc, "text": "\n".join(kept).strip()}

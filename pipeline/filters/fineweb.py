@@ -64,7 +64,7 @@ class FineWebQualityFilter(DocumentFilter):
             "short_line_ratio": sum(len(line) <= short for line in lines) / len(lines),
             "char_dup_ratio": find_duplicates(lines)[1] / (len(text) - text.count("\n")),
         }
-        out["new_line_ratio"] = text.count("\n") / len(WORDS.tokens(text))
+        out["new_line_ratio"] = text.count("\n") / WORDS.counts(text).n_tokens
         return out
 
     def decide(self, signals: Signals) -> str | None:

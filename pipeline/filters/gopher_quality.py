@@ -98,7 +98,7 @@ class GopherQualityFilter(DocumentFilter):
         }
         if words:
             out["mean_word_length"] = counts.word_chars / words
-        per = words if self.paper else len(counts.tokens)  # the ratios' denominator
+        per = words if self.paper else counts.n_tokens  # the ratios' denominator
         if per:
             out["hash_word_ratio"] = text.count("#") / per
             out["ellipsis_word_ratio"] = (text.count("...") + text.count("…")) / per

@@ -26,7 +26,7 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from itertools import chain
 from operator import attrgetter
 
@@ -267,7 +267,7 @@ def _rejoin_specials(tokens: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # eq=False: `None in chunks` stays fast
 class Chunk:
     """One chunk's tokens and the counts the filters need from them."""
 
@@ -301,14 +301,31 @@ def _measure(chunk: str) -> Chunk:
     )
 
 
-@dataclass(frozen=True, slots=True)
 class Counts:
-    """One text's tokens and their totals (the sums of its chunks')."""
+    """One text's chunks, with the totals the filters need (each summed on first use)."""
 
-    tokens: list[str]
-    words: int
-    word_chars: int
-    alpha: int
+    def __init__(self, chunks: list[Chunk]):
+        self.chunks = chunks
+
+    @cached_property
+    def tokens(self) -> list[str]:
+        return list(chain.from_iterable(map(_TOKENS, self.chunks)))
+
+    @cached_property
+    def n_tokens(self) -> int:
+        return sum(map(len, map(_TOKENS, self.chunks)))
+
+    @cached_property
+    def words(self) -> int:
+        return sum(map(_WORDS, self.chunks))
+
+    @cached_property
+    def word_chars(self) -> int:
+        return sum(map(_WORD_CHARS, self.chunks))
+
+    @cached_property
+    def alpha(self) -> int:
+        return sum(map(_ALPHA, self.chunks))
 
 
 @cache
@@ -357,13 +374,7 @@ class Words:
     def counts(self, text: str) -> Counts:
         if self._last is not None and self._last[0] is text:
             return self._last[1]
-        infos = self.chunks(text.split())
-        counts = Counts(
-            list(chain.from_iterable(map(_TOKENS, infos))),
-            sum(map(_WORDS, infos)),
-            sum(map(_WORD_CHARS, infos)),
-            sum(map(_ALPHA, infos)),
-        )
+        counts = Counts(self.chunks(text.split()))
         self._last = (text, counts)
         return counts
 
