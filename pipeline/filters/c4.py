@@ -107,7 +107,7 @@ class C4Filter(DocumentFilter):
         lower = text.lower()
         return {
             # The kept lines, each split into sentences (datatrove's split_into_sentences).
-            "sentences": float(sum(map(WORDS.sentences, text.split("\n"))) if text else 0.0),
+            "sentences": float(WORDS.sentences_in_lines(text)) if text else 0.0,
             "lorem_ipsum": float("lorem ipsum" in lower),
             "curly_bracket": float("{" in text),
         }

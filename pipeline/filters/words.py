@@ -351,7 +351,7 @@ class Words:
     MAX_CACHE = 500_000
 
     def __init__(self) -> None:
-        self._cache: dict[str, Chunk] = {}
+        self._cache: dict[str, Chunk] = dict(_SEPARATORS)
         self._last: tuple[str, Counts] | None = None
 
     def chunks(self, pieces: list[str]) -> list[Chunk]:
@@ -360,6 +360,7 @@ class Words:
         if None in infos:
             if len(self._cache) >= self.MAX_CACHE:
                 self._cache.clear()
+                self._cache.update(_SEPARATORS)
             for i, info in enumerate(infos):
                 if info is None:
                     piece = pieces[i]
@@ -400,5 +401,19 @@ class Words:
             roles = "".join(map(_ROLES, self.chunks([p for p in line.split(" ") if p])))
         return 1 + len(_SENTENCE_START.findall(roles))
 
+    def sentences_in_lines(self, text: str) -> int:
+        """`sentences` summed over the lines of `text` (split at "\\n"), in one pass: a line
+        break becomes a "|" role, which no sentence start can span."""
+        if _ODD_SPACE_IN_LINES.search(text):
+            return sum(map(self.sentences, text.split("\n")))
+        pieces = text.replace("\n", " \n ").split(" ")
+        roles = "".join(map(_ROLES, self.chunks(pieces)))
+        return text.count("\n") + 1 + len(_SENTENCE_START.findall(roles))
+
+
+# Pieces of `sentences_in_lines` that are no chunk: a line break, and nothing (what split(" ")
+# gives around it, or at a trailing space).
+_SEPARATORS = {"\n": Chunk((), 0, 0, 0, "|"), "": Chunk((), 0, 0, 0, "")}
+_ODD_SPACE_IN_LINES = re.compile(r"[^\S \n]| {2}")
 
 WORDS = Words()
