@@ -490,3 +490,53 @@ def test_top_ngram_signal_is_the_same_in_every_process():
         outputs.add(out.stdout.strip())
     assert len(outputs) == 1, outputs
     assert json.loads(outputs.pop())[0] > 0
+
+
+def test_words_and_sentences_are_counted_as_datatrove_counts_them():
+    """spaCy's English tokens (datatrove's word tokenizer), checked against spaCy itself on
+    real text in test_filters_reference.py; here the cases that move the ratios."""
+    from pipeline.filters.words import WORDS
+
+    text = (
+        "Don't stop: the U.S. paid $5 (about 3.14%) for 1,000 well-known e.g. items at "
+        "https://example.com/a?b=1. Ask Mr. Smith... or 10km away!"
+    )
+    assert WORDS.tokens(text) == [
+        "Do",
+        "n't",
+        "stop",
+        ":",
+        "the",
+        "U.S.",
+        "paid",
+        "$",
+        "5",
+        "(",
+        "about",
+        "3.14",
+        "%",
+        ")",
+        "for",
+        "1,000",
+        "well",
+        "-",
+        "known",
+        "e.g.",
+        "items",
+        "at",
+        "https://example.com/a?b=1",
+        ".",
+        "Ask",
+        "Mr.",
+        "Smith",
+        "...",
+        "or",
+        "10",
+        "km",
+        "away",
+        "!",
+    ]
+    # spaCy's sentencizer: a sentence ends at a "." "!" "?" token, not inside "Mr." or "3.5".
+    assert WORDS.sentences("Mr. Smith went home. He slept.") == 2
+    assert WORDS.sentences("It costs 3.5 dollars. Really?! Yes.") == 3
+    assert WORDS.sentences_in_lines("One. Two.\nThree") == 3
