@@ -80,9 +80,11 @@ class NGrams:
         self.hashes = self.hashes.view(np.uint64)
         self.lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
 
-    def first_and_counts(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per n-gram start: the index where that n-gram first occurs; per distinct n-gram:
-        its first index and its count."""
+    def first_and_counts(
+        self, n: int, per_start: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """Per n-gram start: the index where that n-gram first occurs (None unless
+        `per_start`); per distinct n-gram: its first index and its count."""
         starts = len(self.hashes) - n + 1
         if starts <= 0:
             empty = np.zeros(0, dtype=np.int64)
@@ -90,6 +92,9 @@ class NGrams:
         keys = self.hashes[:starts].copy()
         for k in range(1, n):
             keys = keys * self._MULTIPLIER + self.hashes[k : starts + k]
+        if not per_start:
+            _, first, counts = np.unique(keys, return_index=True, return_counts=True)
+            return None, first, counts
         _, first, inverse, counts = np.unique(
             keys, return_index=True, return_inverse=True, return_counts=True
         )
@@ -101,7 +106,7 @@ class NGrams:
         As datatrove: an n-gram seen once counts too (a short document without repeats scores
         its first n-gram), and ties go to the n-gram seen first (Counter.most_common).
         """
-        _, first, counts = self.first_and_counts(n)
+        _, first, counts = self.first_and_counts(n, per_start=False)
         if not len(counts):
             return 0
         # np.unique orders by the hash keys, which change per process: pick by position.

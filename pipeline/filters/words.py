@@ -407,7 +407,11 @@ class Words:
         if _ODD_SPACE_IN_LINES.search(text):
             return sum(map(self.sentences, text.split("\n")))
         pieces = text.replace("\n", " \n ").split(" ")
-        roles = "".join(map(_ROLES, self.chunks(pieces)))
+        infos = self.chunks(pieces)
+        # The same chunks as text.split() gives (the separators have no tokens): FineWeb, next
+        # on this text, counts its words from here.
+        self._last = (text, Counts(infos))
+        roles = "".join(map(_ROLES, infos))
         return text.count("\n") + 1 + len(_SENTENCE_START.findall(roles))
 
 
