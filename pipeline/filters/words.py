@@ -288,6 +288,8 @@ def _role(token: str, ends: frozenset[str]) -> str:
 
 
 def _measure(chunk: str) -> Chunk:
+    if chunk.isspace():  # other whitespace than one space is a (dropped) token of its own
+        return Chunk((), 0, 0, 0, "W")
     tokens = split_chunk(chunk)
     marks = punctuation()
     ends = sentence_punctuation()
@@ -403,10 +405,12 @@ class Words:
 
     def sentences_in_lines(self, text: str) -> int:
         """`sentences` summed over the lines of `text` (split at "\\n"), in one pass: a line
-        break becomes a "|" role, which no sentence start can span."""
-        if _ODD_SPACE_IN_LINES.search(text):
-            return sum(map(self.sentences, text.split("\n")))
-        pieces = text.replace("\n", " \n ").split(" ")
+        break becomes a "|" role, which no sentence start can span, and a run of whitespace
+        other than one space a "W" one."""
+        if _ODD_SPACE_IN_LINES.search(text):  # whitespace tokens: keep every run apart
+            pieces = _LINE_PIECES.findall(text)
+        else:
+            pieces = text.replace("\n", " \n ").split(" ")
         infos = self.chunks(pieces)
         # The same chunks as text.split() gives (the separators have no tokens): FineWeb, next
         # on this text, counts its words from here.
@@ -417,7 +421,12 @@ class Words:
 
 # Pieces of `sentences_in_lines` that are no chunk: a line break, and nothing (what split(" ")
 # gives around it, or at a trailing space).
-_SEPARATORS = {"\n": Chunk((), 0, 0, 0, "|"), "": Chunk((), 0, 0, 0, "")}
+_SEPARATORS = {
+    "\n": Chunk((), 0, 0, 0, "|"),
+    "": Chunk((), 0, 0, 0, ""),
+    " ": Chunk((), 0, 0, 0, ""),  # one space between words is no token
+}
 _ODD_SPACE_IN_LINES = re.compile(r"[^\S \n]| {2}")
+_LINE_PIECES = re.compile(r"\S+|\n|[^\S\n]+")
 
 WORDS = Words()
