@@ -12,7 +12,6 @@ trips wins, as in datatrove, so each removed document carries exactly one reason
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -22,22 +21,7 @@ from pydantic import BaseModel, ConfigDict
 Document = dict[str, Any]  # one row of DOCUMENT_SCHEMA
 Signals = dict[str, float | str]  # floats, except a filter's declared `label_signals`
 
-# nltk's word_tokenize (datatrove's default) is not a dependency: a regex gets close enough for
-# ratios. A word is a run of letters/digits, allowing inner ' - . (don't, well-known, 3.14);
-# a run of other non-space characters ("...", "#", "),") is one symbol token, as nltk would.
-_WORD = r"\w+(?:[-'’.]\w+)*"
-_WORDS = re.compile(_WORD)
-_WORDS_AND_SYMBOLS = re.compile(_WORD + r"|[^\w\s]+")
-
-
-def split_words(text: str) -> list[str]:
-    """Word and symbol tokens of `text`, in order (symbol tokens count as words, as in nltk)."""
-    return _WORDS_AND_SYMBOLS.findall(text)
-
-
-def words_only(text: str) -> list[str]:
-    """The words of `text` without symbol tokens: Gopher's "non-symbol words"."""
-    return _WORDS.findall(text)
+# Words and sentences are counted as datatrove counts them: see `words.py`.
 
 
 def text_of(doc: Document) -> str:

@@ -5,7 +5,9 @@ Unlike the other filters this one rewrites the document first: it drops boilerpl
 lines) and only then decides on the whole page (lorem ipsum, curly brackets, too few
 sentences). Later filters see the cleaned text, and kept documents are written with it.
 FineWeb's settings are the defaults: the terminal-punctuation line rule is off, because it
-removed ~30% of tokens (Penedo et al. 2024, Sec. 3.3); everything else as datatrove ships it.
+removed ~30% of tokens (Penedo et al. 2024, Sec. 3.3); everything else as datatrove ships it,
+sentences included: they are counted per kept line by spaCy's sentencizer rules (`words.py`:
+a sentence ends at a "." "!" or "?" token, so "Mr. Smith" and "3.5" do not end one).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 from typing import ClassVar
 
 from pipeline.filters.base import Document, DocumentFilter, Rule, Signals, StepConfig, text_of
+from pipeline.filters.words import WORDS
 
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")  # Wikipedia-style markers
 END_PUNCTUATION = (".", "?", "!", '"', "'")
@@ -27,9 +30,8 @@ POLICY_SUBSTRINGS = (
     "use of cookies",
     "use cookies",
 )
-# A sentence ends at . ! or ? (plus closing quotes/brackets) followed by more text. nltk's
-# sent_tokenize (datatrove) also knows abbreviations; "Mr. Smith" counts two sentences here.
-_SENTENCE_BREAK = re.compile(r"[.!?]+[\"'”’)\]]*\s+(?=\S)")
+
+_POLICY = re.compile("|".join(map(re.escape, POLICY_SUBSTRINGS)))
 
 
 class C4Config(StepConfig):
@@ -58,10 +60,6 @@ class C4Config(StepConfig):
     min_num_sentences: int | None = 5  # C4: drop pages with < 5 sentences after cleaning
 
 
-def count_sentences(line: str) -> int:
-    return len(_SENTENCE_BREAK.findall(line)) + 1 if line else 0
-
-
 class C4Filter(DocumentFilter):
     """C4 line cleaning, then page rules; reasons `c4_lorem_ipsum`, `c4_curly_bracket`, ..."""
 
@@ -72,11 +70,12 @@ class C4Filter(DocumentFilter):
     def keep_line(self, line: str, words: list[str]) -> bool:
         """Datatrove's per-line checks, in its order (`words` are counted before citations go).
 
-        A line that will drop the whole page (lorem ipsum, "{") is kept even if it mentions
-        javascript or cookies, so `decide` still sees it: datatrove checks those two first.
+        A line that will drop the whole page is kept, so `decide` sees it: "lorem ipsum" is
+        checked before the javascript rule and "{" after it, as in datatrove.
         """
         cfg = self.config
-        if cfg.max_word_length is not None and any(len(w) > cfg.max_word_length for w in words):
+        limit = cfg.max_word_length
+        if limit is not None and max(map(len, words), default=0) > limit:
             return False
         if cfg.filter_no_terminal_punct and (
             not line.endswith(END_PUNCTUATION) or line.endswith(ELLIPSIS)
@@ -85,19 +84,20 @@ class C4Filter(DocumentFilter):
         if cfg.min_words_per_line is not None and len(words) < cfg.min_words_per_line:
             return False
         lower = line.lower()
-        if (cfg.filter_lorem_ipsum and "lorem ipsum" in lower) or (
-            cfg.filter_curly_bracket and "{" in line
-        ):
+        if cfg.filter_lorem_ipsum and "lorem ipsum" in lower:
             return True
         if cfg.filter_javascript and "javascript" in lower:
             return False
-        return not (cfg.filter_policy and any(p in lower for p in POLICY_SUBSTRINGS))
+        if cfg.filter_curly_bracket and "{" in line:
+            return True
+        return not (cfg.filter_policy and _POLICY.search(lower))
 
     def transform(self, doc: Document) -> Document:
         kept = []
+        cite = self.config.remove_citations
         for raw in text_of(doc).splitlines():
             raw = raw.strip()
-            line = CITATION.sub("", raw) if self.config.remove_citations else raw
+            line = CITATION.sub("", raw) if cite and "[" in raw else raw
             if self.keep_line(line, raw.split()):
                 kept.append(line)
         return {**doc, "text": "\n".join(kept).strip()}
@@ -106,7 +106,8 @@ class C4Filter(DocumentFilter):
         text = text_of(doc)
         lower = text.lower()
         return {
-            "sentences": float(sum(count_sentences(line) for line in text.splitlines())),
+            # The kept lines, each split into sentences (datatrove's split_into_sentences).
+            "sentences": float(WORDS.sentences_in_lines(text)) if text else 0.0,
             "lorem_ipsum": float("lorem ipsum" in lower),
             "curly_bracket": float("{" in text),
         }

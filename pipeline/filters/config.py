@@ -28,7 +28,7 @@ from pipeline.filters.pii import PIIConfig, PIIFilter
 from pipeline.filters.url import UrlConfig, UrlFilter
 
 # Bump when what a signal means changes without its name changing: old attributes go stale.
-ATTRIBUTES_FORMAT = 1
+ATTRIBUTES_FORMAT = 2  # 2: words and sentences counted as datatrove counts them
 
 
 class FilterConfig(BaseModel):

@@ -3,11 +3,14 @@
 Repeated paragraphs, lines and n-grams mark spam, navigation and generated pages, and repeated
 text is what language models memorise. Each measure is the share of the document's characters
 covered by the repetition; defaults are Table A1 as datatrove's `GopherRepetitionFilter`
-ships them.
+ships them, and so is the counting: words are spaCy's English tokens (`words.py`); lines split
+on newlines of the unstripped text; the top n-gram counts even when it occurs once; duplicated
+n-grams are found by datatrove's greedy scan (after a repeat, skip its n words).
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 
 import numpy as np
@@ -18,9 +21,9 @@ from pipeline.filters.base import (
     Signals,
     StepConfig,
     find_duplicates,
-    split_words,
     text_of,
 )
+from pipeline.filters.words import WORDS
 
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 _LINE_BREAK = re.compile(r"\n+")
@@ -77,9 +80,11 @@ class NGrams:
         self.hashes = self.hashes.view(np.uint64)
         self.lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
 
-    def first_and_counts(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per n-gram start: the index where that n-gram first occurs; per distinct n-gram:
-        its first index and its count."""
+    def first_and_counts(
+        self, n: int, per_start: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """Per n-gram start: the index where that n-gram first occurs (None unless
+        `per_start`); per distinct n-gram: its first index and its count."""
         starts = len(self.hashes) - n + 1
         if starts <= 0:
             empty = np.zeros(0, dtype=np.int64)
@@ -87,43 +92,62 @@ class NGrams:
         keys = self.hashes[:starts].copy()
         for k in range(1, n):
             keys = keys * self._MULTIPLIER + self.hashes[k : starts + k]
+        if not per_start:
+            _, first, counts = np.unique(keys, return_index=True, return_counts=True)
+            return None, first, counts
         _, first, inverse, counts = np.unique(
             keys, return_index=True, return_inverse=True, return_counts=True
         )
         return first[inverse], first, counts
 
     def top_chars(self, n: int) -> int:
-        """Characters covered by the most frequent n-gram (words + spaces) times its count.
+        """Characters of the most frequent n-gram (words joined by spaces) times its count.
 
-        0 unless it occurs at least twice: datatrove also counts an n-gram seen once, which
-        calls any very short document repetitive (it should fail Gopher's length rule).
+        As datatrove: an n-gram seen once counts too (a short document without repeats scores
+        its first n-gram), and ties go to the n-gram seen first (Counter.most_common).
         """
-        _, first, counts = self.first_and_counts(n)
-        if not len(counts) or counts.max() < 2:
+        _, first, counts = self.first_and_counts(n, per_start=False)
+        if not len(counts):
             return 0
-        # Ties go to the n-gram seen first in the text, as Counter.most_common does in
-        # datatrove; np.unique's order follows the hash keys, which change per process.
+        # np.unique orders by the hash keys, which change per process: pick by position.
         tied = np.flatnonzero(counts == counts.max())
-        start = int(first[tied].min())
         top = int(tied[np.argmin(first[tied])])
+        start = int(first[top])
         return int(self.lengths[start : start + n].sum() + n - 1) * int(counts[top])
 
     def dup_chars(self, n: int) -> int:
-        """Characters (spaces excluded) of words covered by an n-gram seen earlier in the text.
+        """Characters (spaces excluded) of n-grams that repeat one seen earlier, by datatrove's
+        greedy scan: at each position, a repeated n-gram counts and the scan jumps n words
+        (the n-grams it jumps over are never remembered); otherwise it is remembered.
 
-        Each word counts once however many repeated n-grams overlap it: Gopher's "not
-        double-counting", done as in RedPajama-v2 with a word mask. datatrove's greedy scan
-        skips n words after each repeat instead, slightly undercounting runs longer than n.
+        datatrove compares n-grams as their words joined without spaces ("ab c" equals
+        "a bc"); we compare the words themselves, which differs only in that rare case.
         """
         firsts, _, _ = self.first_and_counts(n)
-        starts = np.flatnonzero(firsts != np.arange(len(firsts)))
-        if not len(starts):
+        repeats = np.flatnonzero(firsts != np.arange(len(firsts))).tolist()
+        if not repeats:
             return 0
-        edges = np.zeros(len(self.lengths) + 1, dtype=np.int64)
-        edges[starts] += 1  # starts are distinct, so fancy-index adds are exact
-        edges[starts + n] -= 1
-        covered = np.cumsum(edges[:-1]) > 0
-        return int(self.lengths[covered].sum())
+        # Only positions repeating an earlier n-gram can count, so the scan walks those: a
+        # first occurrence is remembered unless a counted repeat's jump skipped it, and a
+        # repeat that does not count is remembered in its place.
+        ids = firsts.tolist()  # an n-gram's id: where it first occurs
+        ends = np.concatenate(([0], np.cumsum(self.lengths))).tolist()
+        jumps: list[int] = []  # starts of the counted repeats; each skips [start, start + n)
+        remembered: set[int] = set()  # ids remembered at a repeat that did not count
+        total, next_visit = 0, 0
+        for idx in repeats:
+            if idx < next_visit:
+                continue  # jumped over
+            first = ids[idx]
+            k = bisect.bisect_right(jumps, first) - 1
+            if (k < 0 or first >= jumps[k] + n) or first in remembered:
+                total += ends[idx + n] - ends[idx]
+                jumps.append(idx)
+                next_visit = idx + n
+            else:
+                remembered.add(first)
+                next_visit = idx + 1
+        return total
 
 
 class GopherRepetitionFilter(DocumentFilter):
@@ -135,21 +159,29 @@ class GopherRepetitionFilter(DocumentFilter):
 
     def signals(self, doc) -> Signals:
         text = text_of(doc)
-        if not text.strip():
-            return {}  # nothing repeats in an empty document
+        if not text:
+            return {}  # datatrove drops an empty document ("empty")
         chars = len(text)
         out: Signals = {}
         paragraphs = _PARAGRAPH_BREAK.split(text.strip())
         dup, dup_chars = find_duplicates(paragraphs)
         out["dup_para_frac"] = dup / len(paragraphs)
         out["dup_para_char_frac"] = dup_chars / chars
-        lines = _LINE_BREAK.split(text.strip())
+        lines = _LINE_BREAK.split(text)  # unstripped, as datatrove: "\nx\n" is 3 lines
         dup, dup_chars = find_duplicates(lines)
         out["dup_line_frac"] = dup / len(lines)
         out["dup_line_char_frac"] = dup_chars / chars
-        grams = NGrams(split_words(text))
+        grams = NGrams(WORDS.tokens(text))
         for n in TOP_NGRAM_SIZES:
             out[f"top_{n}_gram_frac"] = grams.top_chars(n) / chars
-        for n in DUP_NGRAM_SIZES:
-            out[f"dup_{n}_gram_frac"] = grams.dup_chars(n) / chars
+        repeats = True
+        for n in DUP_NGRAM_SIZES:  # ascending: no repeated n-gram means no longer one either
+            dup = grams.dup_chars(n) if repeats else 0
+            repeats = dup > 0
+            out[f"dup_{n}_gram_frac"] = dup / chars
         return out
+
+    def decide(self, signals: Signals) -> str | None:
+        if not signals:
+            return "gopher_repetition_empty"
+        return super().decide(signals)

@@ -106,7 +106,7 @@ CASES = [
     ),
     (
         "gopher_quality",
-        "The incomprehensibilities of extraordinarily uncharacteristically "
+        "The incomprehensibilities of the extraordinarily uncharacteristically "
         "counterrevolutionaries. " * 12,
         "gopher_above_avg_threshold",
         "max_avg_word_length",
@@ -124,7 +124,8 @@ CASES = [
         CLEAN + "\n" + " ... ".join(["then"] * 25) + ".",
         "gopher_too_many_ellipsis",
         "max_ellipsis_word_ratio",
-        None,
+        # as in datatrove, each "..." is a word without letters: too few alphabetic words
+        "gopher_below_alpha_threshold",
     ),
     (
         "gopher_quality",
@@ -309,8 +310,9 @@ def test_c4_removes_boilerplate_lines_and_keeps_the_rest():
     cleaned = step.transform(make_doc(noisy))["text"]
     assert cleaned == CLEAN
     assert step.decide(step.signals(make_doc(cleaned))) is None
-    # datatrove checks "{" before "javascript": a page with script code goes entirely.
-    assert verdict("c4", CLEAN + "\nvar javascript = { on: true } now.") == "c4_curly_bracket"
+    # datatrove checks "javascript" (drop the line) before "{" (drop the page).
+    assert verdict("c4", CLEAN + "\nvar javascript = { on: true } now.") is None
+    assert verdict("c4", CLEAN + "\nvar script = { on: true } now.") == "c4_curly_bracket"
     # FineWeb turned the terminal-punctuation rule off; C4's original setting drops lines.
     unpunctuated = CLEAN + "\nThis line has no final stop"
     assert "final stop" in step.transform(make_doc(unpunctuated))["text"]
@@ -425,7 +427,13 @@ def test_run_round_trip(tmp_path):
 
     assert result.docs_in == 5
     assert result.docs_out == 2
-    assert result.drops == {"c4_lorem_ipsum": 1, "gopher_short_doc": 1, "language_not_en": 1}
+    # "Too short." goes on its top 2-gram ("Too short" is 90% of it), as in datatrove, which
+    # counts an n-gram seen once; Gopher repetition runs before Gopher quality.
+    assert result.drops == {
+        "c4_lorem_ipsum": 1,
+        "gopher_repetition_top_2_gram": 1,
+        "language_not_en": 1,
+    }
     assert result.docs_in == result.docs_out + sum(result.drops.values())
     for shard in result.shards:
         assert shard["docs_in"] == shard["docs_out"] + sum(shard["drops"].values())
@@ -449,7 +457,7 @@ def test_run_errors(tmp_path):
     with pytest.raises(DataError, match="missing"):
         run(FilterConfig(), tmp_path / "missing", tmp_path / "out")
     write_shard(tmp_path / "in" / "part-00000.parquet", ["Too short.", GERMAN])
-    with pytest.raises(EmptyStageError, match="gopher_short_doc=1"):
+    with pytest.raises(EmptyStageError, match="gopher_repetition_top_2_gram=1"):
         run(FilterConfig(), tmp_path / "in", tmp_path / "out")
 
 
@@ -482,3 +490,53 @@ def test_top_ngram_signal_is_the_same_in_every_process():
         outputs.add(out.stdout.strip())
     assert len(outputs) == 1, outputs
     assert json.loads(outputs.pop())[0] > 0
+
+
+def test_words_and_sentences_are_counted_as_datatrove_counts_them():
+    """spaCy's English tokens (datatrove's word tokenizer), checked against spaCy itself on
+    real text in test_filters_reference.py; here the cases that move the ratios."""
+    from pipeline.filters.words import WORDS
+
+    text = (
+        "Don't stop: the U.S. paid $5 (about 3.14%) for 1,000 well-known e.g. items at "
+        "https://example.com/a?b=1. Ask Mr. Smith... or 10km away!"
+    )
+    assert WORDS.tokens(text) == [
+        "Do",
+        "n't",
+        "stop",
+        ":",
+        "the",
+        "U.S.",
+        "paid",
+        "$",
+        "5",
+        "(",
+        "about",
+        "3.14",
+        "%",
+        ")",
+        "for",
+        "1,000",
+        "well",
+        "-",
+        "known",
+        "e.g.",
+        "items",
+        "at",
+        "https://example.com/a?b=1",
+        ".",
+        "Ask",
+        "Mr.",
+        "Smith",
+        "...",
+        "or",
+        "10",
+        "km",
+        "away",
+        "!",
+    ]
+    # spaCy's sentencizer: a sentence ends at a "." "!" "?" token, not inside "Mr." or "3.5".
+    assert WORDS.sentences("Mr. Smith went home. He slept.") == 2
+    assert WORDS.sentences("It costs 3.5 dollars. Really?! Yes.") == 3
+    assert WORDS.sentences_in_lines("One. Two.\nThree") == 3
