@@ -36,7 +36,7 @@ def test_checkpoint_is_complete_and_loads_weights_only(trained_run):
     assert state["step"] == 40 and state["tokens_seen"] == summary["tokens_seen"]
     assert state["tokenizer"] == "gpt2" and state["token_dataset"] == "tokens-test-v1"
     assert {"python", "numpy", "torch", "cuda"} <= set(state["rng"])
-    assert set(state["data"]) == {"epoch", "position", "offset"}
+    assert set(state["data"]) == {"epoch", "group", "window", "group_tokens"}
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in state["model"])
     assert state["train_config"]["lr"] == 3e-3 and state["model_config"]["d_model"] == 32
 
