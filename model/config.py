@@ -94,8 +94,12 @@ class TrainConfig(BaseModel):
     beta1: float = Field(default=0.9, ge=0, lt=1)  # nanoGPT
     beta2: float = Field(default=0.95, ge=0, lt=1)  # GPT-3 paper / nanoGPT
     grad_clip: float = Field(default=1.0, ge=0)  # max global grad norm, 0 disables (GPT-3)
-    precision: Precision = "auto"  # auto: bf16 on CPU and bf16-capable GPUs, else fp16
+    # auto: bf16 where the hardware computes it natively (GPUs, AMX/AVX512-BF16 CPUs), fp16 +
+    # GradScaler on GPUs without bf16, else fp32 (model/hardware.py; `llmforge doctor` shows it).
+    precision: Precision = "auto"
     device: Device = "auto"
+    # Intra-op CPU threads; None: the physical cores this process may use (model/hardware.py).
+    threads: int | None = Field(default=None, gt=0)
     compile: bool = False  # torch.compile the model (+~30% on CPU for mini, REFERENCE)
     seed: int = 1337
     log_interval: int = Field(default=10, gt=0)  # steps between on_log calls / log lines
