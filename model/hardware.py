@@ -34,11 +34,11 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-# bf16 autocast must beat fp32 at the matmul by this much to pay for its casts and fp32 ops.
-# Measured (2 threads): AMX Xeon matmul 6.1x -> training 1.8x; Zen 4 EPYC (AVX512-BF16) matmul
-# 3.7x -> training 1.3-1.6x; AVX2 EPYC matmul 0.002x -> training 0.03x (REFERENCE, this module's
-# tests and notes). Below ~2x matmul, training gains too little to be worth the risk.
-MIN_BF16_MATMUL_SPEEDUP = 2.0
+# bf16 autocast must beat fp32 at the matmul by this much to pay for its casts and the ops it
+# keeps in fp32. Matmul speed-up against training speed-up, 2 threads: AMX Xeon 6.1x -> 1.8x
+# (REFERENCE, Training); Zen 4 EPYC with AVX512-BF16 3.7x -> ~1.2x (`tiny`, batch 16, interleaved
+# steps, issue 8 notes); AVX2-only EPYC 0.002x -> 0.03x. Training breaks even near 3x.
+MIN_BF16_MATMUL_SPEEDUP = 3.0
 # A measurement's matmul: (N x N) @ (N x N), small enough that 0.3 GFLOP/s takes ~0.1 s.
 PROBE_SIZE = 256
 

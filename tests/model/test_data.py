@@ -142,3 +142,22 @@ def test_validation_set_is_the_first_tokens_and_identified(small_tokens):
     assert validation_tokens(small_tokens, eval_tokens=10).sha256 == val.sha256
     assert validation_tokens(small_tokens, eval_tokens=11).sha256 != val.sha256
     assert validation_tokens(small_tokens, eval_tokens=10_000).tokens.size == 35  # all there is
+
+
+def test_ranks_split_each_global_batch_across_groups(small_tokens):
+    # Groups of ~16 tokens hold 2-3 windows of T=4, so global batches of 4 span groups.
+    def loader(batch_size: int, **rank) -> TokenLoader:
+        return TokenLoader(small_tokens / "train", batch_size, 4, seed=5, group_tokens=16, **rank)
+
+    one = loader(4)
+    ranks = [loader(2, rank=r, world_size=2) for r in (0, 1)]
+    for _ in range(12):  # ~2.5 epochs
+        epoch = one.epoch
+        x, y = one.next_batch()
+        parts = [r.next_batch() for r in ranks]
+        assert torch.equal(x, torch.cat([p[0] for p in parts]))
+        assert torch.equal(y, torch.cat([p[1] for p in parts]))
+        if one.epoch == epoch:  # within an epoch no two windows share a token
+            assert not set(parts[0][0].flatten().tolist()) & set(parts[1][0].flatten().tolist())
+        assert ranks[0].state_dict() == ranks[1].state_dict() == one.state_dict()
+    assert one.epoch >= 2
