@@ -5,7 +5,9 @@ written here (random windows from the whole train split, as nanoGPT's get_batch;
 same groups and schedule; the same GPT class and initial weights) train for the same steps, and
 both models are scored by one plain function on the same val windows. Our val loss must be
 within 0.05 nats of the textbook's, or better. The sequential loader this replaced lost ~0.46
-nats at `tiny`/400 steps/batch 16 and ~0.2 at the size below (it saw the play in file order).
+nats at `tiny`/400 steps/batch 16 (it saw the play in file order, B consecutive windows per
+batch); at the size below, measured on an AMD EPYC (Zen 4): textbook 6.613, random windows
+6.591, the sequential loader 6.776 (fails by 0.11).
 """
 
 from __future__ import annotations
