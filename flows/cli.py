@@ -557,6 +557,18 @@ def export_model(
     console.print(f"export ({format}): {checkpoint} → {output}", soft_wrap=True)
 
 
+@app.command()
+def doctor(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """What training will use on this machine (device, precision, threads, compile) and why,
+    with measured matmul speeds."""
+    from model.doctor import diagnose, format_diagnosis
+
+    cfg = _config(config, set_)
+    with console.status("measuring matmul speed..."):
+        report = diagnose(cfg.train)
+    console.print(format_diagnosis(report), soft_wrap=True, markup=False, highlight=False)
+
+
 def main() -> None:
     """Entry point: bad input ends with one line naming the problem, not a traceback."""
     from pipeline.lifeline import exit_on_signals

@@ -49,8 +49,9 @@ class ModelConfig:
 
 
 PRESETS: dict[str, ModelConfig] = {
-    # CPU demos and tests: a few hundred steps in ~2 minutes on 2 cores. The 50,257-way lm_head
-    # dominates its cost, so the body stays small.
+    # CPU demos and tests. The 50,257-way lm_head dominates its cost, so the body stays small:
+    # batch 16 trains at ~400 tokens/s in fp32 on a 2-core AVX2-only CPU (issue 8), several
+    # times that where bf16 is native.
     "tiny": ModelConfig(context_length=64, d_model=128, n_heads=4, n_layers=2),
     # The design documents' model: ~128 MFLOP/token (REFERENCE, Training). dropout 0.1 because
     # local crawls are small: nanoGPT uses 0 for pretraining, 0.1+ when data is scarce.
@@ -94,8 +95,12 @@ class TrainConfig(BaseModel):
     beta1: float = Field(default=0.9, ge=0, lt=1)  # nanoGPT
     beta2: float = Field(default=0.95, ge=0, lt=1)  # GPT-3 paper / nanoGPT
     grad_clip: float = Field(default=1.0, ge=0)  # max global grad norm, 0 disables (GPT-3)
-    precision: Precision = "auto"  # auto: bf16 on CPU and bf16-capable GPUs, else fp16
+    # auto: bf16 where the hardware computes it natively (GPUs, AMX/AVX512-BF16 CPUs), fp16 +
+    # GradScaler on GPUs without bf16, else fp32 (model/hardware.py; `llmforge doctor` shows it).
+    precision: Precision = "auto"
     device: Device = "auto"
+    # Intra-op CPU threads; None: the physical cores this process may use (model/hardware.py).
+    threads: int | None = Field(default=None, gt=0)
     # torch.compile the model; "auto": on where it pays back its compile time within the run
     # (model.train.resolve_compile: enough training FLOPs, and a compiler for the device).
     compile: bool | Literal["auto"] = "auto"

@@ -1,19 +1,31 @@
 """Token datasets for training: the manifest, a resumable batch loader, the fixed val set.
 
 The tokenize stage writes `<dir>/manifest.json` and `<dir>/{train,val}/part-NNNNN.parquet`
-with one row per document (`tokens`: list<uint16>, EOT appended). The loader streams one
-Parquet row group at a time as a flat uint16 array (never a whole shard, never int64), walks
-shards and row groups in a seeded order per epoch, and cuts contiguous windows of T+1 tokens.
-Its cursor (epoch, position in the order, token offset) is all a checkpoint needs to resume
-on exactly the same batches. Under data parallelism every rank walks the same stream and takes
-its own block of B windows out of each global batch of world_size*B (nanoGPT's loader), so N
-processes at batch B see exactly the data of one process at batch N*B.
+with one row per document (`tokens`: list<uint16>, EOT appended). `TokenLoader` gives each
+batch windows of T+1 tokens drawn at random from across the training set, as a textbook loop's
+`torch.randint` offsets into the whole token array do (nanoGPT's get_batch), but without
+replacement within an epoch and with a cursor a checkpoint can resume from exactly.
+
+Memory: tokens stay in the file's dtype (uint16 for GPT-2, never int64) and the loader holds
+one *group* of row groups at a time, about GROUP_TOKENS tokens (128 MiB). Each epoch permutes
+all (shard, row group) chunks and cuts that order into groups; the windows of a group are
+shuffled. A split up to 2*GROUP_TOKENS is one group, so batches are uniform over the whole
+split. A larger one (bigger than RAM, say) is the usual shuffle-buffer trade-off: a batch's
+windows come from the ~64 random row groups (tokenize writes ~1M tokens per row group) of one
+group, not from all of them, so batches are slightly more alike than iid windows would be;
+row groups are drawn from every shard, and a row group's documents are as the crawl ordered
+them. Groups are read once per epoch, in order, so reading stays sequential per row group.
+
+Under data parallelism every rank computes the same order and takes its own block of B
+windows out of each global batch of world_size*B (nanoGPT's split of a batch), so N processes
+at batch B see exactly the data of one process at batch N*B, and ranks never share a window.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +38,13 @@ import torch
 
 from model.config import GPT2_VOCAB_SIZE
 from pipeline.documents import DataError, list_shards
+
+logger = logging.getLogger(__name__)
+
+# Tokens a loader holds in memory at once: 64M uint16 tokens = 128 MiB per process. A split up
+# to twice this size is one group, so its windows are shuffled over the whole split; a larger
+# one is visited as random groups of row groups (see the module docstring).
+GROUP_TOKENS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -116,15 +135,34 @@ def count_tokens(shards: list[Path]) -> int:
     return total
 
 
-class TokenLoader:
-    """Batches (x, y) of shape (B, T) from a split, in a seeded, resumable order.
+def _row_group_lengths(parquet: pq.ParquetFile, path: Path) -> list[int]:
+    """Tokens per row group: from the `num_tokens` column (cheap) or else by reading the
+    token lists one row group at a time."""
+    lengths = []
+    for group in range(parquet.num_row_groups):
+        try:
+            if "num_tokens" in parquet.schema_arrow.names:
+                column = parquet.read_row_group(group, columns=["num_tokens"]).column(0)
+                lengths.append(int(pc.sum(column).as_py() or 0))
+            else:
+                column = parquet.read_row_group(group, columns=["tokens"]).column(0)
+                lengths.append(int(pc.sum(pc.list_value_length(column)).as_py() or 0))
+        except (OSError, KeyError, pa.ArrowException) as exc:
+            raise DataError(f"{path}: cannot read row group {group} ({exc})") from None
+    return lengths
 
-    Each epoch visits every (shard, row group) once: shard order and then each shard's row
-    group order are permuted by a generator seeded with (seed, epoch). The token stream is
-    cut into windows of T+1 consecutive tokens (x = first T, y = last T); a step's global batch
-    is world_size*B windows, of which rank r takes windows r*B .. r*B+B-1. The cursor then
-    advances by world_size*B*T so the last window's last token starts the next batch, as in
-    nanoGPT.
+
+class TokenLoader:
+    """Batches (x, y) of shape (B, T): windows drawn at random from across the whole split.
+
+    Epoch e permutes every (shard, row group) chunk of the split with a generator seeded by
+    (seed, e) and cuts that order into groups of about `group_tokens` tokens (one group when
+    the split is smaller). A group is read into memory (uint16), offset by a random 0..T-1
+    tokens and cut into windows of T+1 tokens stepping by T (x = first T, y = last T, as
+    nanoGPT's get_batch); its windows are visited in a random order seeded by (seed, e, group).
+    So every window of an epoch is used once, and a step's global batch is world_size*B windows
+    of which rank r takes r*B .. r*B+B-1. The cursor (epoch, group, window) is all a checkpoint
+    needs to resume on exactly the same batches.
     """
 
     def __init__(
@@ -136,17 +174,29 @@ class TokenLoader:
         vocab_size: int = GPT2_VOCAB_SIZE,
         rank: int = 0,
         world_size: int = 1,
+        group_tokens: int = GROUP_TOKENS,
     ):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        if group_tokens < 1:
+            raise ValueError(f"group_tokens must be positive, got {group_tokens}")
         self.split_dir = Path(split_dir)
         self.batch_size = batch_size
         self.context_length = context_length
         self.seed = seed
         self.vocab_size = vocab_size
         self.rank, self.world_size = rank, world_size
+        self.group_tokens = group_tokens
         self.shards = list_shards(self.split_dir)
-        self.total_tokens = count_tokens(self.shards)
+        self._files: dict[int, pq.ParquetFile] = {}
+        self.chunks: list[tuple[int, int]] = []  # (shard index, row group index)
+        lengths: list[int] = []
+        for shard, path in enumerate(self.shards):
+            for group, length in enumerate(_row_group_lengths(self._file(shard), path)):
+                self.chunks.append((shard, group))
+                lengths.append(length)
+        self.lengths = np.array(lengths, dtype=np.int64)
+        self.total_tokens = int(self.lengths.sum())
         need = world_size * batch_size * (context_length + 1)
         if self.total_tokens < need:
             per = f"{batch_size}*({context_length}+1)"
@@ -155,12 +205,10 @@ class TokenLoader:
                 f"{self.split_dir}: {self.total_tokens} tokens, fewer than one batch of "
                 f"{what} = {need}"
             )
-        self._files: dict[int, pq.ParquetFile] = {}
-        self._row_groups = [self._file(i).num_row_groups for i in range(len(self.shards))]
-        self._cache: dict[tuple[int, int], np.ndarray] = {}
-        self._lengths: dict[tuple[int, int], int] = {}
-        self._orders: dict[int, list[tuple[int, int]]] = {}
-        self.epoch, self.position, self.offset = 0, 0, 0  # the cursor
+        self._plan: tuple[int, list[np.ndarray]] | None = None  # (epoch, chunk ids per group)
+        self._starts: dict[tuple[int, int], np.ndarray] = {}
+        self._tokens: dict[tuple[int, int], np.ndarray] = {}  # the one group in memory
+        self.epoch, self.group, self.window = 0, 0, 0  # the cursor
 
     def _file(self, shard: int) -> pq.ParquetFile:
         if shard not in self._files:
@@ -171,93 +219,117 @@ class TokenLoader:
                 raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
         return self._files[shard]
 
-    def order(self, epoch: int) -> list[tuple[int, int]]:
-        """The (shard index, row group index) visiting order of one epoch."""
-        if epoch not in self._orders:
-            rng = np.random.default_rng([self.seed, epoch])
-            order = []
-            for shard in rng.permutation(len(self.shards)):
-                for group in rng.permutation(self._row_groups[shard]):
-                    order.append((int(shard), int(group)))
-            self._orders = {epoch: order}  # keep only the current epoch's order
-        return self._orders[epoch]
+    def groups(self, epoch: int) -> list[np.ndarray]:
+        """Chunk indices (into self.chunks) of each group of an epoch, in visiting order."""
+        if self._plan is None or self._plan[0] != epoch:
+            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.chunks))
+            n_groups = max(1, self.total_tokens // self.group_tokens)
+            # A chunk joins the group its first token falls in: groups of ~total/n_groups
+            # tokens each (>= group_tokens), whatever the chunks' sizes.
+            first = np.cumsum(self.lengths[order]) - self.lengths[order]
+            which = first * n_groups // self.total_tokens
+            groups = [order[which == g] for g in range(n_groups)]
+            self._plan = (epoch, [g for g in groups if len(g)])  # keep one epoch's plan
+        return self._plan[1]
 
-    def _chunk(self, key: tuple[int, int]) -> np.ndarray:
-        if key not in self._cache:
-            shard, group = key
-            tokens = _read_chunk(self._file(shard), self.shards[shard], group)
-            if tokens.size and int(tokens.max()) >= self.vocab_size:
-                raise DataError(
-                    f"{self.shards[shard]}: row group {group} has token id {int(tokens.max())}"
-                    f" >= vocab_size {self.vocab_size}"
-                )
-            if self._lengths.setdefault(key, tokens.size) != tokens.size:
-                raise DataError(
-                    f"{self.shards[shard]}: row group {group} has {tokens.size} tokens but its"
-                    f" num_tokens column says {self._lengths[key]}"
-                )
-            if len(self._cache) >= 4:  # windows span a few consecutive chunks at most
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = tokens
-        return self._cache[key]
+    def starts(self, epoch: int, group: int) -> np.ndarray:
+        """Start offsets (in the group's token array) of its windows, in visiting order."""
+        key = (epoch, group)
+        if key not in self._starts:
+            T = self.context_length
+            size = int(self.lengths[self.groups(epoch)[group]].sum())
+            rng = np.random.default_rng([self.seed, epoch, group, 1])
+            offset = int(rng.integers(T))
+            count = max(0, (size - offset - 1) // T)
+            self._starts = {key: offset + T * rng.permutation(count)}  # keep one group's
+        return self._starts[key]
 
-    def _length(self, key: tuple[int, int]) -> int:
-        """Tokens in a chunk; from its `num_tokens` column when there is one, so a rank can
-        step over the other ranks' windows without decoding them."""
-        if key not in self._lengths:
-            shard, group = key
-            parquet = self._file(shard)
-            if "num_tokens" not in parquet.schema_arrow.names:
-                return len(self._chunk(key))
-            try:
-                column = parquet.read_row_group(group, columns=["num_tokens"]).column(0)
-            except (OSError, pa.ArrowException) as exc:
-                path = self.shards[shard]
-                raise DataError(f"{path}: cannot read row group {group} ({exc})") from None
-            self._lengths[key] = int(pc.sum(column).as_py() or 0)
-        return self._lengths[key]
+    def _group_tokens(self, epoch: int, group: int) -> np.ndarray:
+        """A group's chunks read and concatenated in group order, in the file's dtype."""
+        key = (epoch, group)
+        if key not in self._tokens:
+            self._tokens.clear()  # free the last group before reading the next
+            parts = [self._chunk(int(i)) for i in self.groups(epoch)[group]]
+            self._tokens[key] = np.concatenate(parts)
+        return self._tokens[key]
 
-    def _following(self, epoch: int, position: int) -> tuple[int, int]:
-        """The chunk after (epoch, position): the next one in this epoch, or the next epoch's."""
-        return (epoch, position + 1) if position + 1 < len(self.order(epoch)) else (epoch + 1, 0)
+    def _chunk(self, index: int) -> np.ndarray:
+        shard, group = self.chunks[index]
+        path = self.shards[shard]
+        tokens = _read_chunk(self._file(shard), path, group)
+        if tokens.size != self.lengths[index]:
+            raise DataError(
+                f"{path}: row group {group} has {tokens.size} tokens but its num_tokens column"
+                f" says {int(self.lengths[index])}"
+            )
+        if tokens.size and int(tokens.max()) >= self.vocab_size:
+            raise DataError(
+                f"{path}: row group {group} has token id {int(tokens.max())}"
+                f" >= vocab_size {self.vocab_size}"
+            )
+        return tokens
 
-    def _walk(self, skip: int, count: int, advance: int) -> np.ndarray:
-        """Tokens [skip, skip+count) of the stream after the cursor; the cursor moves by
-        `advance` tokens (to the start of a chunk rather than the end of the one before)."""
-        parts, cursor = [], None
-        epoch, position, offset = self.epoch, self.position, self.offset
-        start = 0  # stream position of (epoch, position, offset), relative to the cursor
-        while True:
-            key = self.order(epoch)[position]
-            end = start + self._length(key) - offset
-            lo, hi = max(start, skip), min(end, skip + count)
-            if lo < hi:
-                parts.append(self._chunk(key)[offset + lo - start : offset + hi - start])
-            if cursor is None and start <= advance < end:
-                cursor = (epoch, position, offset + advance - start)
-            if cursor is not None and end >= skip + count:
-                break
-            (epoch, position), offset, start = self._following(epoch, position), 0, end
-        self.epoch, self.position, self.offset = cursor
-        return np.concatenate(parts)
+    def _advance(self) -> None:
+        """Move the cursor past a finished group: the next one, or the next epoch's first."""
+        self.window = 0
+        if self.group + 1 < len(self.groups(self.epoch)):
+            self.group += 1
+        else:
+            self.epoch, self.group = self.epoch + 1, 0
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """x, y: int64 (B, T), y shifted by one token; this rank's block of the global batch."""
         B, T = self.batch_size, self.context_length
-        tokens = self._walk(self.rank * B * T, B * T + 1, self.world_size * B * T)
-        tokens = torch.from_numpy(tokens.astype(np.int64))
-        x = tokens[:-1].view(B, T)
-        y = tokens[1:].view(B, T)
+        mine = range(self.rank * B, self.rank * B + B)  # positions in the global batch
+        rows, taken, empty = [], 0, 0
+        while taken < self.world_size * B:
+            starts = self.starts(self.epoch, self.group)
+            n = min(len(starts) - self.window, self.world_size * B - taken)
+            lo, hi = max(taken, mine.start), min(taken + n, mine.stop)
+            if lo < hi:  # only the groups this rank takes windows from are read
+                picked = starts[self.window + lo - taken : self.window + hi - taken]
+                tokens = self._group_tokens(self.epoch, self.group)
+                rows.append(tokens[picked[:, None] + np.arange(T + 1)])
+            taken, self.window = taken + n, self.window + n
+            empty = 0 if n else empty + 1
+            if empty > len(self.groups(self.epoch)) + 1:  # only empty groups: never a window
+                raise DataError(f"{self.split_dir}: no group holds a window of T+1={T + 1} tokens")
+            if self.window == len(starts):
+                self._advance()
+        windows = np.concatenate(rows).astype(np.int64)  # (B, T+1)
+        x = torch.from_numpy(np.ascontiguousarray(windows[:, :-1]))
+        y = torch.from_numpy(np.ascontiguousarray(windows[:, 1:]))
         return x, y
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position, "offset": self.offset}
+        return {
+            "epoch": self.epoch,
+            "group": self.group,
+            "window": self.window,
+            "group_tokens": self.group_tokens,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        epoch, position, offset = int(state["epoch"]), int(state["position"]), int(state["offset"])
-        if position >= len(self.order(epoch)):
+        if "group" not in state:  # a cursor of the sequential loader before random windows
+            epoch = int(state.get("epoch", 0))
+            logger.warning(
+                "%s: the checkpoint's data cursor %s is from the older sequential loader; "
+                "resuming at the start of epoch %d in random-window order",
+                self.split_dir,
+                state,
+                epoch,
+            )
+            self.epoch, self.group, self.window = epoch, 0, 0
+            return
+        if int(state.get("group_tokens", self.group_tokens)) != self.group_tokens:
+            raise DataError(
+                f"{self.split_dir}: data cursor made with group_tokens={state['group_tokens']}"
+                f" but this loader uses {self.group_tokens}; its batches would differ"
+            )
+        epoch, group, window = int(state["epoch"]), int(state["group"]), int(state["window"])
+        if group >= len(self.groups(epoch)) or window > len(self.starts(epoch, group)):
             raise DataError(f"{self.split_dir}: data cursor {state} is outside this dataset")
-        self.epoch, self.position, self.offset = epoch, position, offset
+        self.epoch, self.group, self.window = epoch, group, window
 
 
 @dataclass(frozen=True)

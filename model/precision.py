@@ -1,15 +1,20 @@
 """Where and in what precision training runs: device, autocast, loss scaling, MFU.
 
-bf16 autocast needs no loss scaling and works on CUDA GPUs that support it and on CPUs
-(REFERENCE: ~1.8x over fp32 on an AMX CPU); fp16 needs a GradScaler; fp32 is the fallback.
+bf16 autocast needs no loss scaling; fp16 needs a GradScaler; fp32 is the fallback. What
+`auto` picks is decided by what the hardware can do (model/hardware.py): bf16 on GPUs and CPUs
+with native bf16 (REFERENCE: ~1.8x over fp32 on an AMX CPU), fp32 on CPUs without it (where
+bf16 is ~35x slower), fp16 + GradScaler on GPUs without bf16.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from model.hardware import choose_precision
 
 # Peak dense bf16 tensor-core FLOP/s by GPU name (REFERENCE, Training; vendor datasheets).
 PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
@@ -32,15 +37,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """auto: bf16 where supported (CUDA bf16 GPUs, CPU), fp16 on older GPUs, fp32 on MPS."""
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu":
-        return "bf16"
-    return "fp32"
+def resolve_precision(name: str, device: torch.device, cache_dir: Path | None = None) -> str:
+    """auto: what the device does fastest (model/hardware.py); any other name as given."""
+    return name if name != "auto" else choose_precision(device, cache_dir).value
 
 
 @dataclass
@@ -49,6 +48,7 @@ class Precision:
 
     device: torch.device
     name: str  # bf16 | fp16 | fp32
+    reason: str = ""  # why: "requested" or what model/hardware.py found
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.name == "fp32":
@@ -61,12 +61,17 @@ class Precision:
         return torch.amp.GradScaler(self.device.type, enabled=enabled)
 
 
-def setup_precision(device: str = "auto", precision: str = "auto") -> Precision:
+def setup_precision(
+    device: str = "auto", precision: str = "auto", cache_dir: Path | None = None
+) -> Precision:
     resolved = resolve_device(device)
     if resolved.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (nanoGPT)
         torch.backends.cudnn.allow_tf32 = True
-    return Precision(resolved, resolve_precision(precision, resolved))
+    if precision != "auto":
+        return Precision(resolved, precision, f"precision={precision} requested")
+    choice = choose_precision(resolved, cache_dir)
+    return Precision(resolved, choice.value, choice.reason)
 
 
 def peak_flops(device: torch.device) -> float | None:

@@ -53,6 +53,7 @@ from model.distributed import (
 )
 from model.evaluate import token_losses, val_loss
 from model.gpt import GPT, flops_per_token
+from model.hardware import Choice, choose_threads
 from model.optim import configure_optimizer, lr_at
 from model.plots import plot_loss_curve
 from model.precision import Precision, mfu, peak_flops, setup_precision
@@ -190,8 +191,13 @@ def train(
     )
     val = validation_tokens(token_dir, cfg.eval_tokens, min_tokens=T + 1)
     precision = setup_precision(cfg.device, cfg.precision)
-    if ctx.distributed:
-        precision = Precision(ctx.device, precision.name)  # cuda:LOCAL_RANK, or cpu with gloo
+    if ctx.distributed:  # cuda:LOCAL_RANK, or cpu with gloo
+        precision = Precision(ctx.device, precision.name, precision.reason)
+    threads = Choice(cfg.threads, "threads set in the config") if cfg.threads else choose_threads()
+    torch.set_num_threads(threads.value)
+    if ctx.is_main:
+        logger.info("precision %s: %s", precision.name, precision.reason)
+        logger.info("%d threads: %s", threads.value, threads.reason)
 
     _seed_everything(cfg.seed)  # the same initial weights on every rank
     model = GPT(model_cfg).to(precision.device)
@@ -354,6 +360,10 @@ def train(
         "flops_per_token": flops,
         "device": str(precision.device),
         "precision": precision.name,
+        "precision_reason": precision.reason,
+        "compile": use_compile,
+        "threads": threads.value,
+        "threads_reason": threads.reason,
         "world_size": ctx.world_size,
         "model_config": model_cfg.to_dict(),
         "train_config": cfg.model_dump(),

@@ -26,45 +26,80 @@ def _stream(loader: TokenLoader, batches: int) -> list[torch.Tensor]:
     return [loader.next_batch() for _ in range(batches)]
 
 
+def _epoch(loader: TokenLoader) -> list[list[int]]:
+    """The x rows of the rest of the loader's current epoch, one window per row."""
+    epoch, rows = loader.epoch, []
+    while loader.epoch == epoch:
+        rows += loader.next_batch()[0].tolist()
+    return rows
+
+
 def test_batches_are_shifted_windows(small_tokens):
     loader = TokenLoader(small_tokens / "train", batch_size=2, context_length=4, seed=0)
     x, y = loader.next_batch()
     assert x.shape == y.shape == (2, 4) and x.dtype == y.dtype == torch.int64
     assert torch.equal(x[:, 1:], y[:, :-1])
-    assert y[0, -1] == x[1, 0]  # rows are consecutive windows of the same stream
-    x2, _ = loader.next_batch()
-    assert y[1, -1] == x2[0, 0]  # and batches continue it
 
 
-def test_epoch_visits_every_token_once_in_seeded_order(small_tokens):
-    loader = TokenLoader(small_tokens / "train", batch_size=2, context_length=4, seed=0)
-    seen = torch.cat([x.flatten() for x, _ in _stream(loader, 10)]).tolist()
-    assert sorted(seen) == sorted(t for d in _docs(20, 4) for t in d)
-    assert seen != [t for d in _docs(20, 4) for t in d]  # shuffled, not file order
-    assert loader.epoch == 1 and loader.position == 0 and loader.offset == 0
-
-    again = TokenLoader(small_tokens / "train", batch_size=2, context_length=4, seed=0)
-    other = TokenLoader(small_tokens / "train", batch_size=2, context_length=4, seed=1)
-    first = [x for x, _ in _stream(again, 10)]
-    assert torch.equal(torch.cat(first).flatten(), torch.tensor(seen))
-    assert not torch.equal(torch.cat([x for x, _ in _stream(other, 10)]), torch.cat(first))
+def test_a_batch_draws_windows_from_across_the_split(tmp_path):
+    # 40 docs of 10 tokens in 20 row groups of 2 docs: a batch of 8 windows of 4 tokens holds
+    # 32 tokens, ~3 docs if it were cut from one stretch of the stream.
+    root = write_token_dataset(tmp_path, _docs(40, 10), _docs(2, 10), row_group_size=2)
+    loader = TokenLoader(root / "train", batch_size=8, context_length=4, seed=0)
+    docs = {token // 100 for token in loader.next_batch()[0][:, 0].tolist()}
+    assert len(docs) >= 6 and max(docs) - min(docs) >= 20
 
 
-def test_cursor_state_resumes_exactly_across_epochs(small_tokens):
-    loader = TokenLoader(small_tokens / "train", batch_size=2, context_length=4, seed=3)
-    _stream(loader, 7)
-    state = json.loads(json.dumps(loader.state_dict()))  # plain ints, checkpoint-safe
-    expected = _stream(loader, 8)  # crosses into epoch 1
-    fresh = TokenLoader(small_tokens / "train", batch_size=2, context_length=4, seed=3)
+@pytest.mark.parametrize("group_tokens", [1 << 26, 16])  # one group; groups of ~16 tokens
+def test_epoch_uses_every_window_once_in_seeded_order(small_tokens, group_tokens):
+    def loader(seed: int) -> TokenLoader:
+        return TokenLoader(small_tokens / "train", 1, 4, seed=seed, group_tokens=group_tokens)
+
+    first = loader(0)
+    rows = _epoch(first)
+    seen = [t for row in rows for t in row]
+    assert len(seen) == len(set(seen))  # no window twice, windows do not overlap
+    groups = len(first.groups(0))
+    assert (groups > 1) == (group_tokens == 16)
+    assert len(seen) >= 80 - groups * 2 * 4  # each group loses < 2T tokens to its edges
+    assert [row[0] for row in rows] != sorted(row[0] for row in rows)  # shuffled
+    assert (first.epoch, first.group, first.window) == (1, 0, 0)
+    assert _epoch(loader(0)) == rows  # deterministic
+    assert _epoch(loader(1)) != rows
+    assert _epoch(first) != rows  # the next epoch has its own order and offsets
+
+
+@pytest.mark.parametrize("group_tokens", [1 << 26, 16])
+def test_cursor_state_resumes_exactly_across_epochs(small_tokens, group_tokens):
+    def loader() -> TokenLoader:
+        return TokenLoader(small_tokens / "train", 2, 4, seed=3, group_tokens=group_tokens)
+
+    first = loader()
+    _stream(first, 7)
+    state = json.loads(json.dumps(first.state_dict()))  # plain ints, checkpoint-safe
+    expected = _stream(first, 8)  # crosses into epoch 1
+    assert first.epoch >= 1
+    fresh = loader()
     fresh.load_state_dict(state)
     for (x, y), (ex, ey) in zip(_stream(fresh, 8), expected, strict=True):
         assert torch.equal(x, ex) and torch.equal(y, ey)
 
 
+def test_cursor_from_another_loader(small_tokens, caplog):
+    loader = TokenLoader(small_tokens / "train", batch_size=2, context_length=4, seed=3)
+    with pytest.raises(DataError, match="group_tokens=16 but this loader uses 67108864"):
+        loader.load_state_dict({"epoch": 0, "group": 0, "window": 0, "group_tokens": 16})
+    with pytest.raises(DataError, match="is outside this dataset"):
+        loader.load_state_dict({"epoch": 0, "group": 1, "window": 0, "group_tokens": 1 << 26})
+    loader.load_state_dict({"epoch": 2, "position": 1, "offset": 7})  # the sequential loader's
+    assert "older sequential loader" in caplog.text
+    assert (loader.epoch, loader.group, loader.window) == (2, 0, 0)
+
+
 def test_tokens_stay_uint16_until_the_batch(small_tokens):
     loader = TokenLoader(small_tokens / "train", batch_size=2, context_length=4, seed=0)
     loader.next_batch()
-    assert {chunk.dtype for chunk in loader._cache.values()} == {np.dtype(np.uint16)}
+    assert {chunk.dtype for chunk in loader._tokens.values()} == {np.dtype(np.uint16)}
 
 
 def test_too_few_tokens_is_a_clear_error(tmp_path):
@@ -107,3 +142,22 @@ def test_validation_set_is_the_first_tokens_and_identified(small_tokens):
     assert validation_tokens(small_tokens, eval_tokens=10).sha256 == val.sha256
     assert validation_tokens(small_tokens, eval_tokens=11).sha256 != val.sha256
     assert validation_tokens(small_tokens, eval_tokens=10_000).tokens.size == 35  # all there is
+
+
+def test_ranks_split_each_global_batch_across_groups(small_tokens):
+    # Groups of ~16 tokens hold 2-3 windows of T=4, so global batches of 4 span groups.
+    def loader(batch_size: int, **rank) -> TokenLoader:
+        return TokenLoader(small_tokens / "train", batch_size, 4, seed=5, group_tokens=16, **rank)
+
+    one = loader(4)
+    ranks = [loader(2, rank=r, world_size=2) for r in (0, 1)]
+    for _ in range(12):  # ~2.5 epochs
+        epoch = one.epoch
+        x, y = one.next_batch()
+        parts = [r.next_batch() for r in ranks]
+        assert torch.equal(x, torch.cat([p[0] for p in parts]))
+        assert torch.equal(y, torch.cat([p[1] for p in parts]))
+        if one.epoch == epoch:  # within an epoch no two windows share a token
+            assert not set(parts[0][0].flatten().tolist()) & set(parts[1][0].flatten().tolist())
+        assert ranks[0].state_dict() == ranks[1].state_dict() == one.state_dict()
+    assert one.epoch >= 2

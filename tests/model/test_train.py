@@ -36,7 +36,7 @@ def test_checkpoint_is_complete_and_loads_weights_only(trained_run):
     assert state["step"] == 40 and state["tokens_seen"] == summary["tokens_seen"]
     assert state["tokenizer"] == "gpt2" and state["token_dataset"] == "tokens-test-v1"
     assert {"python", "numpy", "torch", "cuda"} <= set(state["rng"])
-    assert set(state["data"]) == {"epoch", "position", "offset"}
+    assert set(state["data"]) == {"epoch", "group", "window", "group_tokens"}
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in state["model"])
     assert state["train_config"]["lr"] == 3e-3 and state["model_config"]["d_model"] == 32
 
@@ -55,7 +55,8 @@ def test_checkpoint_mismatch_names_the_field(trained_run, shakespeare_tokens, tm
 def test_exact_resume_matches_a_straight_run(shakespeare_tokens, tmp_path):
     """6 steps straight == 3 steps, a crash at step 4, resume to 6: bitwise equal losses."""
     cfg = small_cfg(max_steps=6, dropout=0.1, grad_accum_steps=2, checkpoint_interval=3)
-    cfg = cfg.model_copy(update={"eval_interval": 100, "precision": "auto"})  # bf16 on CPU
+    # auto: bf16 autocast where the CPU has native bf16 (model/hardware.py), else fp32
+    cfg = cfg.model_copy(update={"eval_interval": 100, "precision": "auto"})
     straight = train(cfg, shakespeare_tokens, tmp_path / "a")
 
     def crash(row):
