@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -22,12 +23,17 @@ def write_json(path: Path, value) -> None:
     path.write_text(json.dumps(value))
 
 
+def vid(label: str) -> str:
+    """A valid version id (16 hex digits) standing for `label`."""
+    return hashlib.sha256(label.encode()).hexdigest()[:16]
+
+
 def fake_run(root: Path, run_id: str, lr: float, val_sha: str | None, loss: float) -> None:
     """A run record naming tokenize/train/evaluate versions, with their result files."""
     versions = {
-        "tokenize": f"tok-{val_sha}",
-        "train": f"train-{run_id}",
-        "evaluate": f"ev-{run_id}",
+        "tokenize": vid(f"tok-{val_sha}"),
+        "train": vid(f"train-{run_id}"),
+        "evaluate": vid(f"ev-{run_id}"),
     }
     train_dir = root / "versions" / "train" / versions["train"]
     write_json(train_dir / "train.json", {"steps": 40, "tokens_per_s": 1234.5})
@@ -72,9 +78,9 @@ def test_same_val_set_compares_metrics(root, tmp_path):
     assert result.refusal is None
     assert result.config_diffs == [("train.lr", 1e-3, 3e-3)]
     assert result.datasets == [
-        ("tokenize", "tok-aaaa", "tok-aaaa"),
-        ("train", "train-a", "train-b"),
-        ("evaluate", "ev-a", "ev-b"),
+        ("tokenize", vid("tok-aaaa"), vid("tok-aaaa")),
+        ("train", vid("train-a"), vid("train-b")),
+        ("evaluate", vid("ev-a"), vid("ev-b")),
     ]
     metrics = {label: (a, b) for label, a, b in result.metrics}
     assert metrics["val loss"] == (5.0, 4.5) and metrics["hellaswag acc"] == (0.3, 0.3)
@@ -107,7 +113,9 @@ def test_cli_compare(root, tmp_path):
     plot = tmp_path / "cmp.png"
     done = llmforge("runs", "compare", "a", "b", "--storage", str(root), "--plot", str(plot))
     assert done.returncode == 0, done.stderr
-    assert "train.lr" in done.stdout and "val loss" in done.stdout and "tok-aaaa" in done.stdout
+    assert (
+        "train.lr" in done.stdout and "val loss" in done.stdout and vid("tok-aaaa") in done.stdout
+    )
     assert plot.read_bytes().startswith(PNG_MAGIC)
     refused = llmforge(
         "runs", "compare", "a", "other-val", "--storage", str(root), "--plot", str(plot)
