@@ -30,6 +30,7 @@ def test_cli_run_is_fully_recorded_on_its_local_server(sample_site, tmp_path):
                 f"crawl.seeds=['{base_url}/']",
                 "--set",
                 "crawl.delay_seconds=0",
+                "--set",
                 "crawl.allow_private_addresses=true",  # the sample site is on 127.0.0.1
             ],
             cwd=REPO,

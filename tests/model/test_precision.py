@@ -237,11 +237,12 @@ def test_doctor_says_what_training_uses_and_why(on_cpu, monkeypatch, keep_thread
 
     on_cpu(AVX2_ONLY)
     monkeypatch.setattr(doctor, "choose_threads", lambda: Choice(2, "2 physical cores"))
-    report = diagnose(TrainConfig(device="cpu"), measure=False)
+    report = diagnose(TrainConfig(device="cpu", compile="auto", max_steps=10), measure=False)
     assert report["precision"]["value"] == "fp32" and report["threads"]["value"] == 2
     text = format_diagnosis(report)
     assert "precision  fp32: AMD EPYC 7R13: no AMX-BF16 or AVX512-BF16" in text
-    assert "compile    off" in text and "threads    2" in text
+    assert "compile    off" in text and "threads    2" in text  # 10 steps: too short to pay
+    assert diagnose(TrainConfig(device="cpu", compile=True), measure=False)["compile_on"]
 
     forced = diagnose(TrainConfig(device="cpu", precision="bf16", threads=1), measure=False)
     assert forced["precision"]["value"] == "bf16"

@@ -247,7 +247,7 @@ def _samples(removals: str, reason: str) -> list[str]:
 
 def test_contamination_section_from_the_evaluate_version(tmp_path):
     storage = Storage.at(tmp_path)
-    folder = storage.version_dir("evaluate", "e1")
+    folder = storage.version_dir("evaluate", "0e1e1e1e1e1e1e1e")
     folder.mkdir(parents=True)
     contamination = {
         "ngram": 13,
@@ -257,7 +257,7 @@ def test_contamination_section_from_the_evaluate_version(tmp_path):
         "hellaswag": {"items": 10, "too_short": 0, "contaminated": 0, "fraction": 0.0},
     }
     (folder / "eval.json").write_text(json.dumps({"contamination": contamination}))
-    _record(storage, "evaluated", [{"stage": "evaluate", "version_id": "e1"}])
+    _record(storage, "evaluated", [{"stage": "evaluate", "version_id": "0e1e1e1e1e1e1e1e"}])
     _record(storage, "not-evaluated", [])
     markdown = build_report(storage, "evaluated").markdown.read_text()
     assert "## 6. Contamination" in markdown and "1,200 training documents" in markdown
