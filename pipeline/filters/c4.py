@@ -93,14 +93,41 @@ class C4Filter(DocumentFilter):
         return not (cfg.filter_policy and _POLICY.search(lower))
 
     def transform(self, doc: Document) -> Document:
-        kept = []
+        text = text_of(doc)
         cite = self.config.remove_citations
-        for raw in text_of(doc).splitlines():
-            raw = raw.strip()
-            line = CITATION.sub("", raw) if cite and "[" in raw else raw
-            if self.keep_line(line, raw.split()):
-                kept.append(line)
+        kept = []
+        if self._only_length_rules(text, cite):  # most pages: no per-line text checks
+            least = self.config.min_words_per_line or 0
+            limit = self.config.max_word_length
+            for raw in text.splitlines():
+                words = raw.split()
+                if len(words) >= least and (
+                    limit is None or len(raw) <= limit or max(map(len, words)) <= limit
+                ):
+                    kept.append(raw.strip())
+        else:
+            for raw in text.splitlines():
+                raw = raw.strip()
+                line = CITATION.sub("", raw) if cite and "[" in raw else raw
+                if self.keep_line(line, raw.split()):
+                    kept.append(line)
         return {**doc, "text": "\n".join(kept).strip()}
+
+    def _only_length_rules(self, text: str, cite: bool) -> bool:
+        """Whether no line rule but the word count and word length can apply to any line of
+        `text`: checked once on the whole text, so most pages skip `keep_line`. (A line's
+        lower-case form is part of the text's, as str.lower maps characters one by one; a
+        removed citation can join text, so "[" takes the per-line checks.)"""
+        cfg = self.config
+        if (cite and "[" in text) or cfg.filter_no_terminal_punct:
+            return False
+        lower = text.lower()
+        return not (
+            (cfg.filter_lorem_ipsum and "lorem ipsum" in lower)
+            or (cfg.filter_javascript and "javascript" in lower)
+            or (cfg.filter_curly_bracket and "{" in text)
+            or (cfg.filter_policy and _POLICY.search(lower))
+        )
 
     def signals(self, doc: Document) -> Signals:
         text = text_of(doc)
