@@ -28,6 +28,13 @@ from pipeline.filters.words import WORDS
 _PARAGRAPH_BREAK = re.compile(r"\n{2,}")
 _LINE_BREAK = re.compile(r"\n+")
 
+
+def _split_runs(text: str, brk: str, runs: re.Pattern[str]) -> list[str]:
+    """`runs.split(text)`, where `runs` matches `brk` followed by any more newlines: a plain
+    str.split (several times faster) when no break is followed by another newline."""
+    return runs.split(text) if brk + "\n" in text else text.split(brk)
+
+
 TOP_NGRAM_SIZES = (2, 3, 4)
 DUP_NGRAM_SIZES = (5, 6, 7, 8, 9, 10)
 
@@ -159,11 +166,11 @@ class GopherRepetitionFilter(DocumentFilter):
             return {}  # datatrove drops an empty document ("empty")
         chars = len(text)
         out: Signals = {}
-        paragraphs = _PARAGRAPH_BREAK.split(text.strip())
+        paragraphs = _split_runs(text.strip(), "\n\n", _PARAGRAPH_BREAK)
         dup, dup_chars = find_duplicates(paragraphs)
         out["dup_para_frac"] = dup / len(paragraphs)
         out["dup_para_char_frac"] = dup_chars / chars
-        lines = _LINE_BREAK.split(text)  # unstripped, as datatrove: "\nx\n" is 3 lines
+        lines = _split_runs(text, "\n", _LINE_BREAK)  # unstripped, as datatrove: "\nx\n" is 3 lines
         dup, dup_chars = find_duplicates(lines)
         out["dup_line_frac"] = dup / len(lines)
         out["dup_line_char_frac"] = dup_chars / chars
