@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from functools import cached_property
 
 import numpy as np
 
@@ -84,11 +85,17 @@ class NGrams:
     """
 
     def __init__(self, words: list[str]):
+        self.words = words
         hashes = np.fromiter(map(hash, words), dtype=np.int64, count=len(words))
-        lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-        self.ends = np.concatenate(([0], np.cumsum(lengths)))  # word i is ends[i]..ends[i+1]
         _, first, self.ids = np.unique(hashes, return_index=True, return_inverse=True)
         self._firsts = {1: first[self.ids]}
+
+    @cached_property
+    def ends(self) -> np.ndarray:
+        """Word i spans characters ends[i]..ends[i+1] (spaces excluded); only documents with
+        repeated n-grams need them."""
+        lengths = np.fromiter(map(len, self.words), dtype=np.int64, count=len(self.words))
+        return np.concatenate(([0], np.cumsum(lengths)))
 
     def firsts(self, n: int) -> np.ndarray:
         """Per n-gram start: the start where that n-gram first occurs (empty if none)."""
@@ -118,7 +125,8 @@ class NGrams:
             return 0
         counts = np.bincount(firsts)  # indexed by first start: argmax takes the earliest tie
         top = int(counts.argmax())
-        return int(self.ends[top + n] - self.ends[top] + n - 1) * int(counts[top])
+        chars = sum(map(len, self.words[top : top + n])) + n - 1
+        return chars * int(counts[top])
 
     def dup_chars(self, n: int) -> int:
         """Characters (spaces excluded) of n-grams that repeat one seen earlier, by datatrove's
