@@ -290,6 +290,9 @@ def _role(token: str, ends: frozenset[str]) -> str:
 def _measure(chunk: str) -> Chunk:
     if chunk.isspace():  # other whitespace than one space is a (dropped) token of its own
         return Chunk((), 0, 0, 0, "W")
+    if chunk.isalpha() and chunk not in exceptions():
+        # Most new chunks: one word; no letter is punctuation or ends a sentence.
+        return Chunk((chunk,), 1, len(chunk), 1, "W")
     tokens = split_chunk(chunk)
     marks = punctuation()
     ends = sentence_punctuation()
