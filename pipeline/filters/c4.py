@@ -93,14 +93,55 @@ class C4Filter(DocumentFilter):
         return not (cfg.filter_policy and _POLICY.search(lower))
 
     def transform(self, doc: Document) -> Document:
-        kept = []
+        text = text_of(doc)
         cite = self.config.remove_citations
-        for raw in text_of(doc).splitlines():
-            raw = raw.strip()
-            line = CITATION.sub("", raw) if cite and "[" in raw else raw
-            if self.keep_line(line, raw.split()):
-                kept.append(line)
-        return {**doc, "text": "\n".join(kept).strip()}
+        least = self.config.min_words_per_line or 0
+        # The lines' chunks, when Gopher split this text by lines and no kept line can change
+        # but by strip (no citation goes, every kept line has a word): the kept lines keep
+        # them, so the cleaned text is not split again for its sentences and words.
+        chunks = WORDS.lines(text) if least and not (cite and "[" in text) else None
+        # Without whitespace tokens "\n" is the only line break; splitlines drops a final
+        # empty line, which has no word.
+        lines = text.split("\n") if chunks is not None else text.splitlines()
+        kept, kept_chunks = [], []
+        if self._only_length_rules(text, cite):  # most pages: no per-line text checks
+            limit = self.config.max_word_length
+            for i, raw in enumerate(lines):
+                words = raw.split()
+                if len(words) >= least and (
+                    limit is None or len(raw) <= limit or max(map(len, words)) <= limit
+                ):
+                    kept.append(raw.strip())
+                    if chunks is not None:
+                        kept_chunks.append(chunks[i])
+        else:
+            for i, raw in enumerate(lines):
+                raw = raw.strip()
+                line = CITATION.sub("", raw) if cite and "[" in raw else raw
+                if self.keep_line(line, raw.split()):
+                    kept.append(line)
+                    if chunks is not None:
+                        kept_chunks.append(chunks[i])
+        cleaned = "\n".join(kept).strip()
+        if chunks is not None:
+            WORDS.remember(cleaned, kept_chunks)
+        return {**doc, "text": cleaned}
+
+    def _only_length_rules(self, text: str, cite: bool) -> bool:
+        """Whether no line rule but the word count and word length can apply to any line of
+        `text`: checked once on the whole text, so most pages skip `keep_line`. (A line's
+        lower-case form is part of the text's, as str.lower maps characters one by one; a
+        removed citation can join text, so "[" takes the per-line checks.)"""
+        cfg = self.config
+        if (cite and "[" in text) or cfg.filter_no_terminal_punct:
+            return False
+        lower = text.lower()
+        return not (
+            (cfg.filter_lorem_ipsum and "lorem ipsum" in lower)
+            or (cfg.filter_javascript and "javascript" in lower)
+            or (cfg.filter_curly_bracket and "{" in text)
+            or (cfg.filter_policy and _POLICY.search(lower))
+        )
 
     def signals(self, doc: Document) -> Signals:
         text = text_of(doc)

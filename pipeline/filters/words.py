@@ -290,6 +290,9 @@ def _role(token: str, ends: frozenset[str]) -> str:
 def _measure(chunk: str) -> Chunk:
     if chunk.isspace():  # other whitespace than one space is a (dropped) token of its own
         return Chunk((), 0, 0, 0, "W")
+    if chunk.isalpha() and chunk not in exceptions():
+        # Most new chunks: one word; no letter is punctuation or ends a sentence.
+        return Chunk((chunk,), 1, len(chunk), 1, "W")
     tokens = split_chunk(chunk)
     marks = punctuation()
     ends = sentence_punctuation()
@@ -304,10 +307,15 @@ def _measure(chunk: str) -> Chunk:
 
 
 class Counts:
-    """One text's chunks, with the totals the filters need (each summed on first use)."""
+    """One text's chunks, with the totals the filters need (each summed on first use).
 
-    def __init__(self, chunks: list[Chunk]):
+    `by_line`: the chunks are those of `_line_pieces(text)` (line breaks kept as separator
+    chunks, no whitespace tokens), so each line's chunks can be taken from them.
+    """
+
+    def __init__(self, chunks: list[Chunk], by_line: bool = False):
         self.chunks = chunks
+        self.by_line = by_line
 
     @cached_property
     def tokens(self) -> list[str]:
@@ -315,6 +323,8 @@ class Counts:
 
     @cached_property
     def n_tokens(self) -> int:
+        if "tokens" in self.__dict__:  # already listed (Gopher repetition's n-grams)
+            return len(self.tokens)
         return sum(map(len, map(_TOKENS, self.chunks)))
 
     @cached_property
@@ -377,9 +387,35 @@ class Words:
     def counts(self, text: str) -> Counts:
         if self._last is not None and self._last[0] is text:
             return self._last[1]
-        counts = Counts(self.chunks(text.split()))
+        if _has_space_tokens(text):
+            counts = Counts(self.chunks(text.split()))
+        else:  # by line (same tokens): C4 takes its kept lines' chunks from here
+            counts = Counts(self.chunks(_line_pieces(text)), by_line=True)
         self._last = (text, counts)
         return counts
+
+    def lines(self, text: str) -> list[list[Chunk]] | None:
+        """The chunks of each line of `text` (split at "\\n"), if `text` is the last text
+        counted and was split by lines; None otherwise (then nothing is split here)."""
+        if self._last is None or self._last[0] is not text or not self._last[1].by_line:
+            return None
+        chunks = self._last[1].chunks
+        out, start = [], 0
+        for _ in range(text.count("\n")):
+            end = chunks.index(_LINE_BREAK, start)  # identity: a Chunk equals only itself
+            out.append(chunks[start:end])
+            start = end + 1
+        out.append(chunks[start:])
+        return out
+
+    def remember(self, text: str, lines: list[list[Chunk]]) -> None:
+        """Make `text`, the given lines joined by "\\n", the last text counted, with those
+        lines' chunks: C4's kept lines, so its sentences and FineWeb's words need no split."""
+        chunks = []
+        for line in lines:
+            chunks += line
+            chunks.append(_LINE_BREAK)
+        self._last = (text, Counts(chunks[:-1], by_line=True))
 
     def tokens(self, text: str) -> list[str]:
         """datatrove's `split_into_words(text)` for English."""
@@ -407,14 +443,16 @@ class Words:
         """`sentences` summed over the lines of `text` (split at "\\n"), in one pass: a line
         break becomes a "|" role, which no sentence start can span, and a run of whitespace
         other than one space a "W" one."""
-        if _ODD_SPACE_IN_LINES.search(text):  # whitespace tokens: keep every run apart
-            pieces = _LINE_PIECES.findall(text)
+        if self._last is not None and self._last[0] is text and self._last[1].by_line:
+            infos = self._last[1].chunks  # split already (C4's kept lines)
+        elif _has_space_tokens(text):  # keep every run of whitespace apart
+            infos = self.chunks(_LINE_PIECES.findall(text))
+            self._last = (text, Counts(infos))
         else:
-            pieces = text.replace("\n", " \n ").split(" ")
-        infos = self.chunks(pieces)
-        # The same chunks as text.split() gives (the separators have no tokens): FineWeb, next
-        # on this text, counts its words from here.
-        self._last = (text, Counts(infos))
+            infos = self.chunks(_line_pieces(text))
+            self._last = (text, Counts(infos, by_line=True))
+        # The same tokens as text.split() gives (the separators have none): FineWeb, next on
+        # this text, counts its words from here.
         roles = "".join(map(_ROLES, infos))
         return text.count("\n") + 1 + len(_SENTENCE_START.findall(roles))
 
@@ -426,7 +464,22 @@ _SEPARATORS = {
     "": Chunk((), 0, 0, 0, ""),
     " ": Chunk((), 0, 0, 0, ""),  # one space between words is no token
 }
-_ODD_SPACE_IN_LINES = re.compile(r"[^\S \n]| {2}")
+_LINE_BREAK = _SEPARATORS["\n"]
+_OTHER_SPACE_IN_LINES = re.compile(r"[^\S \n]")
+
+
+def _has_space_tokens(text: str) -> bool:
+    """Whether spaCy makes a token of some whitespace in `text` (two spaces, or other
+    whitespace than one space or a line break). Two plain searches: a regex alternation of
+    both scans ~3x slower."""
+    return "  " in text or _OTHER_SPACE_IN_LINES.search(text) is not None
+
+
+def _line_pieces(text: str) -> list[str]:
+    """The chunks of a text without whitespace tokens, each line break a chunk of its own."""
+    return text.replace("\n", " \n ").split(" ")
+
+
 _LINE_PIECES = re.compile(r"\S+|\n|[^\S\n]+")
 
 WORDS = Words()
