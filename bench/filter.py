@@ -93,6 +93,8 @@ def write_documents(path: Path, rows: list[dict[str, str]]) -> Path:
 
 
 def datatrove_filters() -> list:
+    """datatrove's four filters with our defaults (FineWeb turned C4's terminal-punctuation
+    rule off); the agreement test uses these too."""
     from datatrove.pipeline.filters import (
         C4QualityFilter,
         FineWebQualityFilter,

@@ -86,23 +86,6 @@ def corpora() -> dict[str, list[dict[str, str]]]:
     }
 
 
-def datatrove_filters() -> list:
-    from datatrove.pipeline.filters import (
-        C4QualityFilter,
-        FineWebQualityFilter,
-        GopherQualityFilter,
-        GopherRepetitionFilter,
-    )
-
-    # datatrove's defaults are ours; FineWeb turned C4's terminal-punctuation rule off.
-    return [
-        GopherRepetitionFilter(),
-        GopherQualityFilter(),
-        C4QualityFilter(filter_no_terminal_punct=False),
-        FineWebQualityFilter(),
-    ]
-
-
 def their_reason(step, doc) -> str | None:
     result = step.filter(doc)
     if result is True:
@@ -121,7 +104,7 @@ def compare(docs: list[dict[str, str]]) -> tuple[dict[str, float], list[str]]:
             {"url": {"enabled": False}, "language": {"enabled": False}, "pii": {"enabled": False}}
         )
     )
-    theirs = datatrove_filters()
+    theirs = _load_bench().datatrove_filters()  # datatrove as we configure it to compare
     assert [f.name for f in ours] == ["gopher_repetition", "gopher_quality", "c4", "fineweb"]
     agree = dict.fromkeys([f.name for f in ours] + ["overall"], 0)
     lines = []
