@@ -1,6 +1,8 @@
 """Shared test setup: offline tiktoken, a hermetic Prefect home, paths to ../shared/data."""
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,3 +29,15 @@ def shared_data(*parts: str) -> Path:
             pytest.fail(f"{path} missing: CI needs ../shared beside the checkout")
         pytest.skip(f"{path} not present")
     return path
+
+
+def llmforge(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: float = 300):
+    """Run `python -m flows.cli ARGS` as a user would, this checkout first on the path."""
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,26 +1,14 @@
 """The command line as a person uses it: runs commands, one stage, one-line errors."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from flows.pipeline_flow import pipeline_flow
 from pipeline.config import load_config
-from tests.conftest import shared_data
+from tests.conftest import llmforge, shared_data
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def llmforge(*args, cwd=REPO):
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,7 @@ import pytest
 
 from flows.pipeline_flow import pipeline_flow
 from pipeline.config import load_config
-from tests.conftest import shared_data
-from tests.flows.test_cli import llmforge
+from tests.conftest import llmforge, shared_data
 from tests.pipeline.test_sources import (
     articles,
     dolma_jsonl_gz,

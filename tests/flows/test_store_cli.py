@@ -12,7 +12,7 @@ from pipeline.integrity import clear_cache
 from pipeline.locks import host_tag
 from pipeline.runs import RunRecord
 from pipeline.storage import Storage, load_version
-from tests.conftest import shared_data
+from tests.conftest import llmforge, shared_data
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,17 +23,6 @@ with output_lock(pathlib.Path(sys.argv[1])):
     print("locked", flush=True)
     sys.stdin.readline()
 """
-
-
-def llmforge(*args, cwd=REPO, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def start_llmforge(*args):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from model.export import checkpoint_for, export, load_exported  # noqa: E402
 from model.gpt import GPT, padded_vocab_size  # noqa: E402
 from pipeline.documents import DataError  # noqa: E402
 from pipeline.integrity import file_sha256 as sha  # noqa: E402
+from tests.conftest import llmforge  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 TOL = 1e-4
@@ -172,18 +171,6 @@ def fake_run(root: Path, run_id: str, train_folder: Path) -> None:
     run_dir.mkdir(parents=True)
     record = {"run_id": run_id, "versions": {"train": {"version_id": "0123456789abcdef"}}}
     (run_dir / "run.json").write_text(json.dumps(record))
-
-
-def llmforge(*args: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
 
 
 @pytest.mark.slow  # three CLI processes, each importing torch

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from pipeline.compare import compare_runs, config_diffs, flatten, plot_loss_curves
 from pipeline.documents import DataError
 from pipeline.storage import Storage
+from tests.conftest import llmforge
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -97,16 +96,6 @@ def test_different_or_unnamed_val_sets_are_refused(root):
     assert refusal == "run old-eval's eval.json does not name its validation set (re-evaluate it)"
     with pytest.raises(DataError, match="run 'nope' not found"):
         compare_runs(Storage.at(root), "a", "nope")
-
-
-def llmforge(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_cli_compare(root, tmp_path):
