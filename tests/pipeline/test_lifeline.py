@@ -74,8 +74,8 @@ if __name__ == "__main__":
     atexit.register(lambda: print("atexit", flush=True))
     worker = multiprocessing.get_context("spawn").Process(target=work)
     worker.start()
-    print(worker.pid, flush=True)
     try:
+        print(worker.pid, flush=True)  # inside `try`: the test signals as soon as it reads this
         time.sleep(120)
     finally:
         print("finally", flush=True)
