@@ -65,9 +65,9 @@ from warcio.warcwriter import WARCWriter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from pipeline.documents import list_shards, read_table  # noqa: E402
-from pipeline.extract import ExtractConfig, run  # noqa: E402
+from pipeline.extract.extractor import ExtractConfig, run  # noqa: E402
+from pipeline.extract.warc import decode_html  # noqa: E402
 from pipeline.stage import ParallelMap, process_map, serial_map  # noqa: E402
-from pipeline.warc import decode_html  # noqa: E402
 
 SHARED = Path(os.environ.get("LLMFORGE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DATA = SHARED / "data" / "extraction-trafilatura" / "tests"

@@ -49,7 +49,7 @@ def trafilatura_texts(pages: int | None = None) -> list[dict[str, str]]:
     """The evaluation pages through our extract stage: [{id, url, text}] in page order."""
     from bench.extract import load_pages, write_warc
     from pipeline.documents import list_shards, read_table
-    from pipeline.extract import ExtractConfig, run
+    from pipeline.extract.extractor import ExtractConfig, run
     from pipeline.stage import serial_map
 
     with tempfile.TemporaryDirectory(prefix="bench-filter-extract-") as tmp:

@@ -85,7 +85,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline.documents import DOCUMENT_SCHEMA, atomic_write_table, doc_id, shard_name
-from pipeline.sample_prose import TOPICS, EnglishWriter
+from pipeline.sample_site.prose import TOPICS, EnglishWriter
 
 out, count = Path(sys.argv[1]), int(sys.argv[2])
 rng = random.Random(0)

@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from pipeline import integrity  # noqa: E402
 from pipeline.stage import StageResult  # noqa: E402
-from pipeline.storage import Storage, VersionPlan, build_version, load_version  # noqa: E402
+from pipeline.store import integrity  # noqa: E402
+from pipeline.store.versions import Storage, VersionPlan, build_version, load_version  # noqa: E402
 
 VALUE_BYTES = 64 << 10  # one "document" per 64 KiB binary value
 

@@ -17,8 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.documents import DataError
-from pipeline.stage import EmptyStageError
+from pipeline.errors import DataError, EmptyStageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect recorded runs.")
@@ -62,7 +61,7 @@ def _verify_sets(verify: str | None) -> list[str]:
 
 def _check_run_id(run_id: str) -> str:
     """Before anything builds a path from it: one error line naming a bad run id."""
-    from pipeline.storage import check_run_id
+    from pipeline.store.versions import check_run_id
 
     return check_run_id(run_id)
 
@@ -77,7 +76,7 @@ def _config(config: Path | None, overrides: list[str] | None, storage: Path | No
 
 
 def _storage(root: str | Path):
-    from pipeline.storage import Storage
+    from pipeline.store.versions import Storage
 
     return Storage.at(root)
 
@@ -175,7 +174,7 @@ def _run_pipeline(cfg, no_server: bool, force: bool = False) -> dict[str, Any]:
     server = _prefect(storage, no_server)
     from flows.logs import quiet_known_tracebacks
     from flows.pipeline_flow import pipeline_flow
-    from pipeline.runs import new_run_id
+    from pipeline.store.runs import new_run_id
 
     quiet_known_tracebacks()
 
@@ -278,7 +277,7 @@ def _output_locked(output: Path) -> Iterator[None]:
     (pid, host); work folders of commands that died writing this output are removed."""
     import shutil
 
-    from pipeline.storage import output_lock, stale_standalone_roots
+    from pipeline.store.versions import output_lock, stale_standalone_roots
 
     output = output.expanduser().absolute()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -302,7 +301,7 @@ def _stage_keys(stage: str, overrides: list[str] | None) -> list[str]:
 
 def _rerun_stage(name, run_id, config, set_, force, no_server) -> None:
     from pipeline.config import config_from_dict
-    from pipeline.runs import RunRecord
+    from pipeline.store.runs import RunRecord
 
     storage = _storage(_config(config, None).run.storage_root)
     record = RunRecord.load(storage, run_id)
@@ -339,8 +338,8 @@ def demo(
     no_server: NoServerOpt = False,
 ) -> None:
     """Generate the sample site, serve it on 127.0.0.1 and run the pipeline against it."""
-    from pipeline.sample_server import serve_site
-    from pipeline.sample_site import SampleSiteConfig, generate_site
+    from pipeline.sample_site.server import serve_site
+    from pipeline.sample_site.site import SampleSiteConfig, generate_site
 
     demo_config = config or Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
     cfg = _config(demo_config if demo_config.exists() else None, set_)
@@ -375,7 +374,7 @@ def serve(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 @runs_app.command("list")
 def runs_list(storage: RootOpt = None, config: ConfigOpt = None) -> None:
     """Recorded runs, newest first."""
-    from pipeline.runs import list_runs
+    from pipeline.store.runs import list_runs
 
     root = storage or _config(config, None).run.storage_root
     table = Table(title=f"runs in {_storage(root).runs_dir}")
@@ -396,11 +395,11 @@ def runs_list(storage: RootOpt = None, config: ConfigOpt = None) -> None:
 def runs_show(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) -> None:
     """One run: versions, counts, artifacts and its Prefect flow run URL."""
     _check_run_id(run_id)
-    from pipeline.runs import RunRecord
+    from pipeline.store.runs import RunRecord
 
     root = storage or _config(config, None).run.storage_root
     record = RunRecord.load(_storage(root), run_id)
-    from pipeline.runs import is_stale
+    from pipeline.store.runs import is_stale
 
     if is_stale(record.data):
         record.data["status"] = "interrupted"  # its process died; the next run records it
@@ -420,7 +419,7 @@ def runs_gc(
     config: ConfigOpt = None,
 ) -> None:
     """Delete dataset versions and checkpoints no kept run references; say how much it freed."""
-    from pipeline.gc import collect_garbage, format_report
+    from pipeline.store.gc import collect_garbage, format_report
 
     root = storage or _config(config, None).run.storage_root
     console.print(
@@ -443,7 +442,7 @@ def runs_report(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) 
 def runs_lineage(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) -> None:
     """The chain from the model back to the source WARC files and seed URLs, with configs."""
     _check_run_id(run_id)
-    from pipeline.lineage import format_lineage, lineage
+    from pipeline.store.lineage import format_lineage, lineage
 
     root = storage or _config(config, None).run.storage_root
     console.print(format_lineage(lineage(_storage(root), run_id)), soft_wrap=True, markup=False)
@@ -475,7 +474,7 @@ def runs_compare(
     Metrics from different validation sets (eval.json's val_set_sha256) are refused: the
     reason is printed and the exit code is 1, unless --allow-different-val.
     """
-    from pipeline.compare import compare_runs, plot_loss_curves
+    from pipeline.store.compare import compare_runs, plot_loss_curves
 
     root = storage or _config(config, None).run.storage_root
     result = compare_runs(_storage(root), run_a, run_b)

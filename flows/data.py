@@ -16,8 +16,8 @@ from flows.executor import prefect_map, task_runner
 from flows.monitor import Progress
 from pipeline import stages
 from pipeline.config import PipelineConfig
-from pipeline.stage import EmptyStageError
-from pipeline.storage import Storage, Version, build_version, find_version, load_version
+from pipeline.errors import EmptyStageError
+from pipeline.store.versions import Storage, Version, build_version, find_version, load_version
 
 
 @task(name="reuse-version", persist_result=False)

@@ -18,8 +18,8 @@ from prefect.exceptions import ObjectNotFound
 
 from flows.rerun import rerun_stage_flow
 from pipeline.config import STAGES, PipelineConfig, Stage, config_from_dict
-from pipeline.runs import RunRecord
-from pipeline.storage import RunId, Storage, check_run_id
+from pipeline.store.runs import RunRecord
+from pipeline.store.versions import RunId, Storage, check_run_id
 
 
 @flow(name="llmforge-stage", log_prints=False)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.documents import DataError
-from pipeline.stage import EmptyStageError
+from pipeline.errors import DataError, EmptyStageError
 
 KNOWN_ERRORS = (DataError, EmptyStageError)
 

@@ -19,10 +19,17 @@ from flows.data import reuse_version
 from flows.monitor import Progress, loss_markdown, publish_markdown
 from pipeline import stages
 from pipeline.config import PipelineConfig
-from pipeline.documents import DataError
-from pipeline.runs import RunRecord
+from pipeline.errors import DataError
 from pipeline.stage import StageResult
-from pipeline.storage import RunId, Storage, Version, build_version, find_version, load_version
+from pipeline.store.runs import RunRecord
+from pipeline.store.versions import (
+    RunId,
+    Storage,
+    Version,
+    build_version,
+    find_version,
+    load_version,
+)
 
 TRAIN_ARTIFACTS = ("checkpoint.pt", "metrics.jsonl", "loss_curve.png", "train.json")
 EVAL_ARTIFACTS = ("eval.json", "samples.txt")

@@ -18,12 +18,12 @@ from flows.data import stage_flow
 from flows.executor import shutdown_pool
 from flows.model import MODEL_STAGE_FLOWS, train_via_deployment
 from pipeline.config import PipelineConfig, config_from_dict
-from pipeline.gc import clean_stale
+from pipeline.errors import EmptyStageError
 from pipeline.report import build_report
-from pipeline.runs import RunRecord, earlier_versions
-from pipeline.stage import EmptyStageError
 from pipeline.stages import preflight, stages_to_run
-from pipeline.storage import RunId, Storage, check_run_id
+from pipeline.store.gc import clean_stale
+from pipeline.store.runs import RunRecord, earlier_versions
+from pipeline.store.versions import RunId, Storage, check_run_id
 
 
 def with_earlier_dedup_versions(

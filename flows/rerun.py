@@ -16,9 +16,9 @@ from flows.data import stage_flow
 from flows.executor import shutdown_pool
 from pipeline import stages
 from pipeline.config import PipelineConfig
-from pipeline.documents import DataError
-from pipeline.runs import RunRecord
-from pipeline.storage import RunId, Storage, check_run_id
+from pipeline.errors import DataError
+from pipeline.store.runs import RunRecord
+from pipeline.store.versions import RunId, Storage, check_run_id
 
 
 @flow(name="llmforge-rerun-stage", log_prints=False)

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 import pipeline
-from pipeline.storage import Storage, write_json_atomic
+from pipeline.store.versions import Storage, write_json_atomic
 
 STATE_FILE = "server.json"
 # A fresh database takes ~12 s to become healthy on this machine kind (REFERENCE.md);

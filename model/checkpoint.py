@@ -21,7 +21,7 @@ import torch
 
 from model.config import ModelConfig
 from model.gpt import GPT
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 

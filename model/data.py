@@ -37,7 +37,8 @@ import pyarrow.parquet as pq
 import torch
 
 from model.config import GPT2_VOCAB_SIZE
-from pipeline.documents import DataError, list_shards
+from pipeline.documents import list_shards
+from pipeline.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def _optional_int(value: Any) -> int | None:
 def get_encoding(name: str):
     """The tokenizer by name: the tokenize stage's helper when present, else tiktoken's."""
     try:
-        from pipeline.tokenize import get_encoding as pipeline_get_encoding
+        from pipeline.tokenize.tokenizer import get_encoding as pipeline_get_encoding
     except ImportError:
         import tiktoken
 

@@ -31,7 +31,7 @@ from model.gpt import GPT
 from model.hellaswag import evaluate_hellaswag
 from model.precision import Precision, setup_precision
 from pipeline.contamination import NgramIndex, hellaswag_texts, token_dataset_texts
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 
 
 @torch.no_grad()

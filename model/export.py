@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 from model.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from model.config import ModelConfig
 from model.gpt import GPT, sinusoidal_table
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 
 ExportFormat = Literal["safetensors", "hf"]
 FORMATS: tuple[str, ...] = ("safetensors", "hf")
@@ -287,8 +287,8 @@ def checkpoint_for(ref: str | Path, storage_root: str | Path | None) -> Path:
         raise DataError(f"{path}: no {CHECKPOINT_NAME} in this folder")
     if storage_root is None:
         raise DataError(f"{ref}: no such file or folder, and no storage root to find a run in")
-    from pipeline.runs import RunRecord
-    from pipeline.storage import Storage, load_version
+    from pipeline.store.runs import RunRecord
+    from pipeline.store.versions import Storage, load_version
 
     storage = Storage.at(storage_root)
     record = RunRecord.load(storage, str(ref))

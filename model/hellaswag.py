@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 
 # model(idx (B, T)) -> (logits (B, T, V), anything): GPT.forward without targets.
 LogitsModel = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]

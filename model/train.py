@@ -57,7 +57,7 @@ from model.hardware import Choice, choose_threads
 from model.optim import configure_optimizer, lr_at
 from model.plots import plot_loss_curve
 from model.precision import Precision, mfu, peak_flops, setup_precision
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 
 logger = logging.getLogger(__name__)
 Batch = tuple[torch.Tensor, torch.Tensor]

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from model.config import TrainConfig
 from model.distributed import cleanup, init_distributed
 from model.train import TrainingError, train
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 
 
 def parse_sets(items: list[str]) -> dict[str, object]:

@@ -1,6 +1,6 @@
 """The run configuration: one TOML file per configuration in configs/, `--set key=value` on top.
 
-Each concern's config model lives beside its code (CrawlConfig in pipeline/crawl.py, ...);
+Each concern's config model lives beside its code (CrawlConfig in pipeline/crawl/crawler.py, ...);
 this module only composes them. Unknown keys and wrong types fail with one line naming the
 dotted key, e.g. `config error: filter.gopher_quality.min_doc_wordz: unknown key`.
 """
@@ -14,20 +14,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model.config import EvalConfig, TrainConfig
-from pipeline.crawl import CrawlConfig
+from pipeline.crawl.crawler import CrawlConfig
 from pipeline.dedup import DedupConfig
-from pipeline.documents import DataError
-from pipeline.extract import ExtractConfig
+from pipeline.errors import ConfigError
+from pipeline.extract.extractor import ExtractConfig
+from pipeline.extract.sources import DocumentsConfig
 from pipeline.filters import FilterConfig
-from pipeline.sources import DocumentsConfig
-from pipeline.tokenize import TokenizeConfig
+from pipeline.tokenize.tokenizer import TokenizeConfig
 
 STAGES = ("crawl", "extract", "filter", "dedup", "tokenize", "train", "evaluate")
 Stage = Literal["crawl", "extract", "filter", "dedup", "tokenize", "train", "evaluate"]
-
-
-class ConfigError(DataError):
-    """A bad configuration value or key."""
 
 
 class RunSettings(BaseModel):
@@ -67,7 +63,7 @@ class ScheduleConfig(BaseModel):
 
 class SourceConfig(DocumentsConfig):
     """Where documents come from. With kind = "documents" the extract stage reads `paths`
-    (Parquet/JSONL from other tools, see pipeline/sources.py) instead of WARC files; the
+    (Parquet/JSONL from other tools, see pipeline/extract/sources.py) instead of WARC files; the
     DocumentsConfig keys (text_column, columns, ...) also apply to `llmforge stage` inputs."""
 
     model_config = ConfigDict(extra="forbid")

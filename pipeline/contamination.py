@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 
 NGRAM = 13  # GPT-3 appendix C; lm-evaluation-harness Janitor(ngram_n=13)
 _DELETE = str.maketrans("", "", string.punctuation)  # the janitor's delete_chars

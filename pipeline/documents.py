@@ -7,9 +7,9 @@ ever loses a document silently. Both load as-is with
 `datasets.load_dataset("parquet", data_files=".../part-*.parquet")`.
 
 Documents from other tools (FineWeb, Dolma, plain JSONL) become this schema in
-`pipeline/sources.py`; the columns it has no place for travel along in `meta`, a JSON object,
-so every stage carries them through untouched. `check_shard` tells a document shard from
-anything else in one line naming the file and the column.
+`pipeline/extract/sources.py`; the columns it has no place for travel along in `meta`, a
+JSON object, so every stage carries them through untouched. `check_shard` tells a document
+shard from anything else in one line naming the file and the column.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import DataError
+
 DOCUMENT_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),  # doc_id(url): stable across re-crawls
@@ -37,7 +39,7 @@ DOCUMENT_SCHEMA = pa.schema(
         pa.field("source_warc", pa.string()),  # WARC file the page came from
         pa.field("source_offset", pa.int64()),  # byte offset of its response record
         # The input's other columns as a JSON object (`json.loads(meta)`), for documents that
-        # came from elsewhere (pipeline/sources.py); null for crawled pages.
+        # came from elsewhere (pipeline/extract/sources.py); null for crawled pages.
         pa.field("meta", pa.string()),
     ]
 )
@@ -50,10 +52,6 @@ REMOVED_SCHEMA = REMOVED_SCHEMA.append(pa.field("cluster_id", pa.string()))
 
 DOCUMENT_COLUMNS = DOCUMENT_SCHEMA.names
 SHARD_GLOB = "part-*.parquet"
-
-
-class DataError(Exception):
-    """Bad input (missing, unreadable or corrupt file, bad value): one line naming the culprit."""
 
 
 def describe_type(dtype: pa.DataType) -> str:

@@ -61,16 +61,6 @@ class StageResult:
         )
 
 
-class EmptyStageError(Exception):
-    """A stage kept no documents: the flow fails naming the stage and why documents went."""
-
-    def __init__(self, stage: str, drops: dict[str, int]):
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(drops.items(), key=lambda kv: -kv[1]))
-        super().__init__(f"stage '{stage}' kept 0 documents (drops: {reasons or 'none'})")
-        self.stage = stage
-        self.drops = drops
-
-
 class ParallelMap(Protocol):
     def __call__(self, fn: Callable[[T], R], items: Sequence[T], name: str = ...) -> list[R]: ...
 

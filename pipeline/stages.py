@@ -14,9 +14,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 from pipeline.stage import ParallelMap, StageResult, serial_map
-from pipeline.storage import Version, VersionPlan, code_version, fingerprint_files, short_hash
+from pipeline.store.versions import (
+    Version,
+    VersionPlan,
+    code_version,
+    fingerprint_files,
+    short_hash,
+)
 
 COMMON_CODE = ["pipeline/documents.py", "pipeline/stage.py"]
 
@@ -34,16 +40,13 @@ class StageSpec:
 SPECS: dict[str, StageSpec] = {
     spec.name: spec
     for spec in [
-        StageSpec("crawl", None, ("pipeline/crawl*.py",)),
+        StageSpec("crawl", None, ("pipeline/crawl/*.py",)),
         StageSpec(
             "extract",
             "crawl",
             (
-                "pipeline/extract*.py",
-                "pipeline/warc*.py",
+                "pipeline/extract/*.py",
                 "pipeline/langid.py",
-                "pipeline/sandbox*.py",
-                "pipeline/sources.py",
             ),
         ),
         StageSpec(
@@ -57,7 +60,7 @@ SPECS: dict[str, StageSpec] = {
             ),
         ),
         StageSpec("dedup", "filter", ("pipeline/dedup/*.py",)),
-        StageSpec("tokenize", "dedup", ("pipeline/tokenize.py",)),
+        StageSpec("tokenize", "dedup", ("pipeline/tokenize/*.py",)),
         StageSpec("train", "tokenize", ("model/*.py",)),
         StageSpec("evaluate", "train", ("model/*.py", "pipeline/contamination.py")),
     ]
@@ -97,7 +100,8 @@ def _run_crawl(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> St
 
 
 def _run_extract(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> StageResult:
-    from pipeline import extract, sources
+    from pipeline import extract
+    from pipeline.extract import sources
 
     if isinstance(source, sources.SourceFiles):  # source.kind = "documents": read, not extract
         return sources.ingest(source.config, source.files, out_dir, pmap)
@@ -132,7 +136,7 @@ def with_documents(stage: str, run: Runner) -> Runner:
     def runner(config: Any, source: Any, out_dir: Path, pmap: ParallelMap) -> StageResult:
         import shutil
 
-        from pipeline import sources
+        from pipeline.extract import sources
 
         documents, rest = source if isinstance(source, tuple) else (source, None)
         converted = None
@@ -224,7 +228,7 @@ def resolve_source(
     if stage == "extract" and config.source.kind == "documents":
         return documents_source(config.source)
     if stage == "extract" and config.source.kind == "warc":
-        from pipeline.warc import list_warc_files
+        from pipeline.extract.warc import list_warc_files
 
         if not config.source.warc_paths:
             raise DataError("config error: source.warc_paths: empty while source.kind = 'warc'")
@@ -246,7 +250,7 @@ def resolve_source(
 def documents_source(source: Any, fingerprint: bool = True) -> tuple[Any, list[dict[str, str]]]:
     """`source.kind = "documents"`: the files, checked, and how they enter the version id
     (their content, and the settings that change what is read from them)."""
-    from pipeline import sources
+    from pipeline.extract import sources
 
     if not source.paths:
         raise DataError("config error: source.paths: empty while source.kind = 'documents'")
@@ -272,7 +276,7 @@ def retune_donor(storage: Any, plan: VersionPlan, config: BaseModel) -> Path | N
     only skips recomputing the signals.
     """
     from pipeline.filters import FilterConfig, thresholds_only_change
-    from pipeline.storage import read_json
+    from pipeline.store.versions import read_json
 
     folder = storage.versions_dir / "filter"
     for manifest_path in sorted(folder.glob("*/manifest.json")) if folder.is_dir() else []:
@@ -288,7 +292,7 @@ def retune_donor(storage: Any, plan: VersionPlan, config: BaseModel) -> Path | N
 
 def load_version(storage: Any, ref: dict[str, Any]) -> Version:
     """A version from a summary dict (`{"stage": ..., "version_id": ...}`), as flows pass them."""
-    from pipeline.storage import load_version as load
+    from pipeline.store.versions import load_version as load
 
     return load(storage, ref["stage"], ref["version_id"])
 
@@ -298,12 +302,12 @@ def standalone_source(stage: str, input_path: Path, reading: Any = None) -> Any:
     any Parquet/JSONL file or folder with a text column (`sources.SourceFiles`, read with
     `reading`: the `source` section's DocumentsConfig keys)."""
     if stage == "extract":
-        from pipeline.warc import list_warc_files
+        from pipeline.extract.warc import list_warc_files
 
         return list_warc_files(input_path)
     if stage in ("filter", "dedup", "tokenize"):
-        from pipeline import sources
         from pipeline.documents import SHARD_GLOB, is_document_shard
+        from pipeline.extract import sources
 
         if not input_path.exists():
             raise DataError(f"{input_path}: no such file or directory")
@@ -330,13 +334,13 @@ def run_standalone(
     """Run one stage from a path into a path, committed atomically like a version.
 
     `reading` (the config's `source` section) says how to read inputs that are not document
-    shards (text column, column names); see pipeline/sources.py.
+    shards (text column, column names); see pipeline/extract/sources.py.
     """
     import shutil
 
     from pipeline.documents import list_shards
-    from pipeline.sources import SourceFiles
-    from pipeline.storage import Storage, build_version, standalone_work_root
+    from pipeline.extract.sources import SourceFiles
+    from pipeline.store.versions import Storage, build_version, standalone_work_root
 
     source = standalone_source(stage, input_path, reading)
     if isinstance(source, SourceFiles):
@@ -367,7 +371,7 @@ def without_same_input(config: Any, upstream: Version) -> Any:
     A rerun of the same week must reuse its own dedup version, not find every document
     "seen before" in it.
     """
-    from pipeline.storage import read_json
+    from pipeline.store.versions import read_json
 
     kept = []
     for path in config.dedup.against:
@@ -384,7 +388,7 @@ def preflight(config: Any, stages: list[str]) -> None:
     seed URLs, WARC paths, document files and their text column, the tokenizer's BPE files,
     the HellaSwag file."""
     if "crawl" in stages:
-        from pipeline.crawl import load_seeds
+        from pipeline.crawl.crawler import load_seeds
 
         load_seeds(config.crawl)
     if "extract" in stages and config.source.kind == "warc":
@@ -392,7 +396,7 @@ def preflight(config: Any, stages: list[str]) -> None:
     if "extract" in stages and config.source.kind == "documents":
         documents_source(config.source, fingerprint=False)  # paths and text columns only
     if "tokenize" in stages:
-        from pipeline.tokenize import get_encoding
+        from pipeline.tokenize.tokenizer import get_encoding
 
         get_encoding(config.tokenize.encoding)
     path = config.evaluate.hellaswag_path
@@ -412,7 +416,7 @@ def stages_to_run(config: Any) -> list[str]:
 def check_input(stage: str, input_path: Path, tokens: Path | None = None) -> None:
     """Check a model stage's token input before any work: one line naming the file and the
     column if it is not a token dataset (train reads `input_path`, evaluate `tokens`)."""
-    from pipeline.tokenize import check_token_dataset
+    from pipeline.tokenize.tokenizer import check_token_dataset
 
     if stage == "train":
         check_token_dataset(input_path, ("train", "val"))

@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.lsh import band_hashes, save_array
 from pipeline.dedup.signatures import hashvalues_matrix, written_params
-from pipeline.documents import DataError, list_shards, read_table
+from pipeline.documents import list_shards, read_table
+from pipeline.errors import DataError
 from pipeline.stage import ShardResult
 
 SIGNATURES = "signatures"  # folder of a dedup version that keeps its signatures

@@ -20,11 +20,11 @@ from pipeline.documents import (
     DOCUMENT_COLUMNS,
     DOCUMENT_SCHEMA,
     REMOVED_SCHEMA,
-    DataError,
     atomic_write_table,
     iter_batches,
     read_table,
 )
+from pipeline.errors import DataError
 from pipeline.stage import ShardResult
 
 STAGE = "dedup"

@@ -22,7 +22,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.documents import DataError, atomic_write_table, read_table
+from pipeline.documents import atomic_write_table, read_table
+from pipeline.errors import DataError
 from pipeline.filters.base import Document, DocumentFilter, Signals
 
 SIGNALS_CONFIG_KEY = b"llmforge.signals_config"

@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from pipeline.contamination import NGRAM, NgramIndex, eval_file_texts
 from pipeline.filters.base import Document, DocumentFilter, Rule, Signals, StepConfig, text_of
-from pipeline.storage import file_sha256
+from pipeline.store.versions import file_sha256
 
 
 class DecontaminateConfig(StepConfig):
@@ -43,7 +43,7 @@ def _sha256(path: str) -> str:
     try:
         return file_sha256(Path(path))
     except OSError as exc:
-        from pipeline.documents import DataError
+        from pipeline.errors import DataError
 
         raise DataError(f"{path}: cannot read evaluation file ({exc.strerror})") from None
 

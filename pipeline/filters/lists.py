@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 
 DATA_DIR = Path(__file__).parent / "data"
 

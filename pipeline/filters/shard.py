@@ -17,11 +17,11 @@ from pathlib import Path
 from pipeline.documents import (
     DOCUMENT_SCHEMA,
     REMOVED_SCHEMA,
-    DataError,
     ShardWriter,
     iter_documents,
     removed_row,
 )
+from pipeline.errors import DataError
 from pipeline.filters.attributes import (
     InputHash,
     attribute_row,

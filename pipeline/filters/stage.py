@@ -17,10 +17,11 @@ import logging
 from pathlib import Path
 
 from pipeline.documents import list_shards
+from pipeline.errors import EmptyStageError
 from pipeline.filters.attributes import reuse_problem
 from pipeline.filters.config import FilterConfig, signals_config
 from pipeline.filters.shard import STAGE, FilterTask, filter_shard
-from pipeline.stage import EmptyStageError, ParallelMap, StageResult, serial_map
+from pipeline.stage import ParallelMap, StageResult, serial_map
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from pipeline.report.collect import ReportConfig, ReportData, collect_report
 from pipeline.report.plots import plot_clusters, plot_funnel, plot_signals
 from pipeline.report.render import render_html, render_markdown
-from pipeline.storage import Storage
+from pipeline.store.versions import Storage
 
 __all__ = ["ReportConfig", "ReportPaths", "build_report"]
 

@@ -19,12 +19,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.documents import SHARD_GLOB, DataError, iter_batches, read_table
+from pipeline.documents import SHARD_GLOB, iter_batches, read_table
+from pipeline.errors import DataError
 from pipeline.filters.base import Rule
 from pipeline.filters.config import FILTERS
-from pipeline.runs import RunRecord
 from pipeline.stages import DATA_STAGES
-from pipeline.storage import MANIFEST, Storage, read_json
+from pipeline.store.runs import RunRecord
+from pipeline.store.versions import MANIFEST, Storage, read_json
 
 DOCUMENT_STAGES = ("extract", "filter", "dedup")  # stages with data/ and removed/
 

@@ -6,9 +6,9 @@ import os
 import pytest
 
 from flows.server import start_server, stop_server
-from pipeline.sample_server import serve_site
-from pipeline.sample_site import SampleSiteConfig, generate_site
-from pipeline.storage import Storage
+from pipeline.sample_site.server import serve_site
+from pipeline.sample_site.site import SampleSiteConfig, generate_site
+from pipeline.store.versions import Storage
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ import pytest
 
 from flows.pipeline_flow import pipeline_flow
 from pipeline.config import load_config
-from pipeline.runs import RunRecord
-from pipeline.storage import Storage
+from pipeline.store.runs import RunRecord
+from pipeline.store.versions import Storage
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -29,8 +29,8 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from pipeline.documents import DOCUMENT_SCHEMA
-from pipeline.sample_server import make_handler
-from pipeline.sample_site import SampleSiteConfig, generate_site, load_ground_truth
+from pipeline.sample_site.server import make_handler
+from pipeline.sample_site.site import SampleSiteConfig, generate_site, load_ground_truth
 
 pytestmark = [
     pytest.mark.slow,
@@ -318,7 +318,7 @@ def slow_site(site) -> Iterator[tuple[str, list[int]]]:
 
 
 def crawl_args(base_url: str, storage: Path) -> list[str]:
-    from pipeline.crawl import CrawlConfig
+    from pipeline.crawl.crawler import CrawlConfig
 
     sets = [
         f'crawl.seeds=["{base_url}/"]',
@@ -335,7 +335,7 @@ def crawl_args(base_url: str, storage: Path) -> list[str]:
 def crawled_pages(storage: Path) -> list[tuple]:
     """What a crawl stored, without its timings: (url, status, type, bytes, depth, error) rows
     of its index and (url, payload) of its WARC responses, sorted."""
-    from pipeline.warc import iter_responses
+    from pipeline.extract.warc import iter_responses
 
     [version] = (storage / "versions" / "crawl").iterdir()
     index = pq.read_table(version / "index").to_pylist()

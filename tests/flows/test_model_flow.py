@@ -93,7 +93,7 @@ def test_training_waits_for_the_global_concurrency_slot(model_run):
 
     from flows.deploy import ensure_concurrency_limit
     from flows.model import train_version
-    from pipeline.storage import Storage, load_version
+    from pipeline.store.versions import Storage, load_version
 
     root, config, record = model_run
     ensure_concurrency_limit(config.run.train_concurrency_limit)

@@ -7,9 +7,9 @@ import pytest
 
 from flows.pipeline_flow import pipeline_flow
 from pipeline.config import load_config
-from pipeline.runs import RunRecord
-from pipeline.stage import EmptyStageError
-from pipeline.storage import Storage
+from pipeline.errors import EmptyStageError
+from pipeline.store.runs import RunRecord
+from pipeline.store.versions import Storage
 
 DATA_STAGES = ["crawl", "extract", "filter", "dedup", "tokenize"]
 

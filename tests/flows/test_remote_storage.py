@@ -6,8 +6,8 @@ import pytest
 
 from flows.pipeline_flow import pipeline_flow
 from pipeline.config import load_config
-from pipeline.runs import list_runs
-from pipeline.storage import Storage
+from pipeline.store.runs import list_runs
+from pipeline.store.versions import Storage
 
 STAGES = ["crawl", "extract", "filter", "dedup", "tokenize"]
 

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.integrity import clear_cache
-from pipeline.locks import host_tag
-from pipeline.runs import RunRecord
-from pipeline.storage import Storage, load_version
+from pipeline.store.integrity import clear_cache
+from pipeline.store.locks import host_tag
+from pipeline.store.runs import RunRecord
+from pipeline.store.versions import Storage, load_version
 from tests.conftest import llmforge, shared_data
 
 REPO = Path(__file__).resolve().parents[2]
 
 HOLD_OUTPUT = """
 import sys, pathlib
-from pipeline.storage import output_lock
+from pipeline.store.versions import output_lock
 with output_lock(pathlib.Path(sys.argv[1])):
     print("locked", flush=True)
     sys.stdin.readline()
@@ -151,8 +151,8 @@ def test_two_stage_commands_racing_for_one_output(tmp_path):
 def test_runs_list_shows_a_killed_run_as_interrupted(tmp_path):
     code = (
         "import os, signal, sys\n"
-        "from pipeline.runs import RunRecord\n"
-        "from pipeline.storage import Storage\n"
+        "from pipeline.store.runs import RunRecord\n"
+        "from pipeline.store.versions import Storage\n"
         "RunRecord.create(Storage.at(sys.argv[1]), {}, run_id='killed-run')\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )

@@ -6,8 +6,8 @@ import pytest
 
 from flows.pipeline_flow import pipeline_flow
 from pipeline.config import load_config
-from pipeline.sample_server import serve_site
-from pipeline.sample_site import SampleSiteConfig, generate_site
+from pipeline.sample_site.server import serve_site
+from pipeline.sample_site.site import SampleSiteConfig, generate_site
 from tests.flows.conftest import crawl_warcs
 
 

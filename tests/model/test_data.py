@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model.data import TokenLoader, read_token_manifest, validation_tokens
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 from tests.model.conftest import write_token_dataset
 
 

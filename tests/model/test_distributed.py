@@ -20,7 +20,7 @@ from model.checkpoint import load_checkpoint, rank_state
 from model.data import TokenLoader
 from model.distributed import DistContext, all_reduce_mean, cleanup, init_distributed
 from model.train import train
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 from tests.model.conftest import small_cfg, write_token_dataset
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")

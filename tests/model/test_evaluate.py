@@ -11,7 +11,7 @@ import torch
 from model.config import EvalConfig
 from model.evaluate import bits_per_byte, evaluate
 from model.hellaswag import evaluate_hellaswag, iter_items
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 from tests.conftest import shared_data
 from tests.model.conftest import shakespeare_docs, small_cfg
 

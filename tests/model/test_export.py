@@ -18,8 +18,8 @@ from model.checkpoint import load_model, save_checkpoint  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
 from model.export import checkpoint_for, export, load_exported  # noqa: E402
 from model.gpt import GPT, padded_vocab_size  # noqa: E402
-from pipeline.documents import DataError  # noqa: E402
-from pipeline.integrity import file_sha256 as sha  # noqa: E402
+from pipeline.errors import DataError
+from pipeline.store.integrity import file_sha256 as sha  # noqa: E402
 from tests.conftest import llmforge  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,7 +159,7 @@ def fake_run(root: Path, run_id: str, train_folder: Path) -> None:
     """A storage root holding one run whose train version is `train_folder` (copied)."""
     version = root / "versions" / "train" / "0123456789abcdef"
     shutil.copytree(train_folder, version)
-    # A committed version lists its files: reuse checks them (pipeline/integrity.py).
+    # A committed version lists its files: reuse checks them (pipeline/store/integrity.py).
     files = [
         {"path": p.relative_to(version).as_posix(), "bytes": p.stat().st_size, "sha256": sha(p)}
         for p in sorted(version.rglob("*"))

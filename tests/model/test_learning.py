@@ -28,7 +28,7 @@ from model.train import train
 from pipeline.documents import DOCUMENT_SCHEMA, doc_id, list_shards
 from pipeline.stage import serial_map
 from pipeline.stages import run_standalone
-from pipeline.tokenize import TokenizeConfig
+from pipeline.tokenize.tokenizer import TokenizeConfig
 from tests.conftest import shared_data
 
 # fp32 so the comparison is the same on every CPU kind; `tiny` with a narrow body, since the

@@ -10,7 +10,7 @@ import torch
 from model.checkpoint import check_compatible, load_checkpoint
 from model.gpt import GPT
 from model.train import TrainingError, train
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 from tests.model.conftest import small_cfg, write_token_dataset
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.crawl import CrawlConfig
+from pipeline.crawl.crawler import CrawlConfig
 
 Body = bytes | Iterable[bytes | float]
 Response = tuple[int, dict[str, str], Body]

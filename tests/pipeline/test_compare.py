@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.compare import compare_runs, config_diffs, flatten, plot_loss_curves
-from pipeline.documents import DataError
-from pipeline.storage import Storage
+from pipeline.errors import DataError
+from pipeline.store.compare import compare_runs, config_diffs, flatten, plot_loss_curves
+from pipeline.store.versions import Storage
 from tests.conftest import llmforge
 
 REPO = Path(__file__).resolve().parents[2]

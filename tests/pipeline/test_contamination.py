@@ -12,7 +12,7 @@ from pipeline.contamination import (
     ngram_hashes,
     normalize_words,
 )
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 
 # 18 words: 6 word 13-grams.
 PLANTED = "the quick brown fox jumps over the lazy dog while seven wise owls watch from the old oak"

@@ -14,11 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 
-from pipeline.crawl import CrawlConfig, crawl, load_seeds, run
-from pipeline.crawl_fetch import retry_after_seconds
-from pipeline.crawl_urls import domain_allowed, extract_links, normalize_url
-from pipeline.documents import DataError
-from pipeline.stage import EmptyStageError
+from pipeline.crawl.crawler import CrawlConfig, crawl, load_seeds, run
+from pipeline.crawl.fetch import retry_after_seconds
+from pipeline.crawl.urls import domain_allowed, extract_links, normalize_url
+from pipeline.errors import DataError, EmptyStageError
 from tests.pipeline.fault_server import NO_LENGTH, Response, Site, page, serve_sites
 
 serve = pytest.fixture(serve_sites, name="serve")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.crawl import crawl
+from pipeline.crawl.crawler import crawl
 from tests.pipeline.fault_server import (
     HTML,
     NO_LENGTH,
@@ -113,7 +113,7 @@ def test_undecodable_bodies_are_not_stored(serve, tmp_path: Path) -> None:
 
 
 def test_body_decoder_in_any_slices() -> None:
-    from pipeline.crawl_decode import SLICE, BodyDecoder, DecodeError
+    from pipeline.crawl.decode import SLICE, BodyDecoder, DecodeError
 
     text = bytes(range(256)) * 2000 + bytes(3 * SLICE)
     zlib_wrapped = zlib.compress(text)

@@ -1,4 +1,4 @@
-"""What the crawler may connect to (`pipeline/crawl_guard.py`): public addresses only, checked
+"""What the crawler may connect to (`pipeline/crawl/guard.py`): public addresses only, checked
 after resolution and on every hop, connected to as checked; ports; pools; TLS to the pinned
 address. Servers are `fault_server.Site` on 127.0.0.1; test names resolve through a hook."""
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.crawl import crawl
-from pipeline.stage import EmptyStageError
+from pipeline.crawl.crawler import crawl
+from pipeline.errors import EmptyStageError
 from tests.pipeline.fault_server import config, local, page, rows, serve_sites
 
 serve = pytest.fixture(serve_sites, name="serve")
@@ -54,14 +54,14 @@ PUBLIC = ["8.8.8.8", "93.184.216.34", "2606:4700:4700::1111", "::ffff:8.8.8.8", 
 
 @pytest.mark.parametrize("address", BLOCKED)
 def test_non_public_addresses_are_blocked(address: str) -> None:
-    from pipeline.crawl_guard import is_blocked, parse_ip
+    from pipeline.crawl.guard import is_blocked, parse_ip
 
     assert is_blocked(parse_ip(address))
 
 
 @pytest.mark.parametrize("address", PUBLIC)
 def test_public_addresses_pass(address: str) -> None:
-    from pipeline.crawl_guard import is_blocked
+    from pipeline.crawl.guard import is_blocked
 
     assert not is_blocked(ipaddress.ip_address(address))
 
@@ -86,7 +86,7 @@ def test_every_hop_is_checked_and_the_checked_address_is_the_one_used(
     links to metadata, private and loopback addresses are refused. The name `www.site.test`
     resolves to 127.0.0.1 once and to 127.0.0.2 (nobody listens there) afterwards, as a DNS
     rebinding server would answer: every request still goes to the address that was checked."""
-    from pipeline import crawl_guard
+    from pipeline.crawl import guard as crawl_guard
 
     real = crawl_guard.is_blocked
     monkeypatch.setattr(
@@ -162,7 +162,7 @@ def test_connection_pools_stay_bounded(serve) -> None:
 
     import httpx
 
-    from pipeline.crawl_guard import GuardedTransport
+    from pipeline.crawl.guard import GuardedTransport
 
     site = serve({"/": page()})
 
@@ -229,7 +229,7 @@ def test_https_to_the_checked_address_still_verifies_the_name(serve, tmp_path: P
 
     import httpx
 
-    from pipeline.crawl_guard import GuardedTransport
+    from pipeline.crawl.guard import GuardedTransport
 
     site = serve({"/": page()})
     cert, key = _certificate(tmp_path, "site.test")
@@ -261,8 +261,8 @@ def test_the_transport_itself_refuses(serve) -> None:
 
     import httpx
 
-    from pipeline.crawl_fetch import Fetcher
-    from pipeline.crawl_guard import BlockedAddress, GuardedTransport
+    from pipeline.crawl.fetch import Fetcher
+    from pipeline.crawl.guard import BlockedAddress, GuardedTransport
 
     site = serve({"/": page()})
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.crawl import crawl
-from pipeline.stage import EmptyStageError
+from pipeline.crawl.crawler import crawl
+from pipeline.errors import EmptyStageError
 from tests.pipeline.fault_server import TEXT, local, outcome, page, serve_sites
 
 serve = pytest.fixture(serve_sites, name="serve")
@@ -111,7 +111,7 @@ MATCHING = [
 def _allows(text: str, path: str, agent: str) -> bool:
     from protego import Protego
 
-    from pipeline.crawl_fetch import Robots, product_token
+    from pipeline.crawl.fetch import Robots, product_token
 
     robots = Robots(Protego.parse(text))
     return robots.can_fetch("https://www.example.com" + path, product_token(agent))

@@ -24,7 +24,8 @@ from pipeline.dedup import (
     shingle_hash,
     word_shingles,
 )
-from pipeline.documents import DOCUMENT_SCHEMA, DataError, atomic_write_table, shard_name
+from pipeline.documents import DOCUMENT_SCHEMA, atomic_write_table, shard_name
+from pipeline.errors import DataError
 from pipeline.stage import process_map
 from tests.conftest import shared_data
 

@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.dedup import DedupConfig, run
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 from tests.pipeline.test_dedup import dedup, doc, edit, outcome, passage, shakespeare_words
 
 

@@ -17,13 +17,14 @@ from pydantic import ValidationError
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-import pipeline.extract
-from pipeline.documents import DOCUMENT_SCHEMA, DataError, doc_id
-from pipeline.extract import ExtractConfig, ExtractTask, extract_shard, run
+import pipeline.extract.extractor
+from pipeline.documents import DOCUMENT_SCHEMA, doc_id
+from pipeline.errors import DataError
+from pipeline.extract.extractor import ExtractConfig, ExtractTask, extract_shard, run
+from pipeline.extract.sandbox import Sandbox, SandboxError, SandboxTimeout
+from pipeline.extract.warc import decode_html, is_html, iter_responses, list_warc_files
 from pipeline.langid import detect_language
-from pipeline.sandbox import Sandbox, SandboxError, SandboxTimeout
 from pipeline.stage import process_map
-from pipeline.warc import decode_html, is_html, iter_responses, list_warc_files
 from tests.conftest import shared_data
 
 WARCIO = ("warc", "warcio", "test", "data")
@@ -313,7 +314,7 @@ def slow_extract(html: str, url: str | None, config: ExtractConfig):
 
 
 def test_slow_page_is_killed_and_recorded_as_timeout(tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline.extract, "extract_html", slow_extract)
+    monkeypatch.setattr(pipeline.extract.extractor, "extract_html", slow_extract)
     pages = [
         ("http://a.test/1", 200, HTML, b"<html><body>one</body></html>"),
         ("http://a.test/hang", 200, HTML, b"<html><body>HANG</body></html>"),

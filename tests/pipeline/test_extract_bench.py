@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pipeline.sandbox import Sandbox, SandboxTimeout
+from pipeline.extract.sandbox import Sandbox, SandboxTimeout
 from tests.conftest import REPO, shared_data
 
 

@@ -20,8 +20,8 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from pipeline.documents import DataError
-from pipeline.warc import MAX_HEADER_BYTES, _decoded_blocks, iter_responses, read_capped
+from pipeline.errors import DataError
+from pipeline.extract.warc import MAX_HEADER_BYTES, _decoded_blocks, iter_responses, read_capped
 from tests.pipeline.test_extract import ARTICLE, page
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +114,7 @@ import json, resource, sys
 from pathlib import Path
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 import pyarrow.parquet as pq
-from pipeline.extract import ExtractConfig, ExtractTask, extract_shard
+from pipeline.extract.extractor import ExtractConfig, ExtractTask, extract_shard
 
 def hwm():
     line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from pipeline.documents import DOCUMENT_SCHEMA, DataError, ShardWriter, doc_id
+from pipeline.documents import DOCUMENT_SCHEMA, ShardWriter, doc_id
+from pipeline.errors import DataError, EmptyStageError
 from pipeline.filters import (
     FILTERS,
     FilterConfig,
@@ -22,7 +23,6 @@ from pipeline.filters import (
     filter_shard,
     run,
 )
-from pipeline.stage import EmptyStageError
 from tests.conftest import shared_data
 
 # Eight distinct, punctuated sentences, one per line: passes every filter.

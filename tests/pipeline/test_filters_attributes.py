@@ -8,7 +8,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.documents import DOCUMENT_SCHEMA, DataError, ShardWriter
+from pipeline.documents import DOCUMENT_SCHEMA, ShardWriter
+from pipeline.errors import DataError
 from pipeline.filters import (
     FILTERS,
     FilterConfig,

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.documents import DataError
+from pipeline.errors import DataError, EmptyStageError
 from pipeline.filters import FILTERS, FilterConfig, build_filters, filter_document, run
 from pipeline.filters.config import signals_config
-from pipeline.stage import EmptyStageError
 from tests.pipeline.test_filters import CLEAN, GERMAN, make_doc, write_shard
 
 

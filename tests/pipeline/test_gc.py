@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.documents import DataError
-from pipeline.gc import collect_garbage, format_report, human_bytes
-from pipeline.runs import RunRecord
+from pipeline.errors import DataError
 from pipeline.stage import StageResult
-from pipeline.storage import Storage, Version, VersionPlan, build_version
+from pipeline.store.gc import collect_garbage, format_report, human_bytes
+from pipeline.store.runs import RunRecord
+from pipeline.store.versions import Storage, Version, VersionPlan, build_version
 
 CHAIN = ["crawl", "extract", "filter", "dedup", "tokenize", "train", "evaluate"]
 SEEDS = ["https://example.com/", "https://example.org/docs/"]

@@ -6,11 +6,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import integrity
-from pipeline.integrity import IntegrityError, clear_cache
-from pipeline.runs import RunRecord, earlier_versions
 from pipeline.stage import StageResult
-from pipeline.storage import Storage, VersionPlan, build_version, find_version, load_version
+from pipeline.store import integrity
+from pipeline.store.integrity import IntegrityError, clear_cache
+from pipeline.store.runs import RunRecord, earlier_versions
+from pipeline.store.versions import Storage, VersionPlan, build_version, find_version, load_version
 
 PLAN = VersionPlan("filter", {"k": 1}, [{"stage": "extract", "version_id": "0" * 16}], "c1")
 

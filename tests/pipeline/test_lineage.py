@@ -4,9 +4,9 @@ import shutil
 
 import pytest
 
-from pipeline.documents import DataError
-from pipeline.lineage import format_lineage, lineage
-from pipeline.storage import Storage
+from pipeline.errors import DataError
+from pipeline.store.lineage import format_lineage, lineage
+from pipeline.store.versions import Storage
 from tests.pipeline.test_gc import CHAIN, SEEDS, build_chain, make_run
 
 

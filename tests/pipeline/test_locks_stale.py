@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.gc import clean_stale, collect_garbage
-from pipeline.locks import LockHeld, exclusive_lock, host_tag, pid_alive
-from pipeline.runs import RunRecord, is_stale, list_runs
 from pipeline.stage import StageResult
-from pipeline.storage import Storage, VersionPlan, build_version, owner_alive
+from pipeline.store.gc import clean_stale, collect_garbage
+from pipeline.store.locks import LockHeld, exclusive_lock, host_tag, pid_alive
+from pipeline.store.runs import RunRecord, is_stale, list_runs
+from pipeline.store.versions import Storage, VersionPlan, build_version, owner_alive
 
 REPO = Path(__file__).resolve().parents[2]
 PLAN = VersionPlan("filter", {"k": 1}, [], "c1")
 
 HOLD = """
 import sys, pathlib
-from pipeline.locks import exclusive_lock
+from pipeline.store.locks import exclusive_lock
 with exclusive_lock(pathlib.Path(sys.argv[1]), wait=False):
     print("locked", flush=True)
     sys.stdin.readline()
@@ -31,7 +31,7 @@ with exclusive_lock(pathlib.Path(sys.argv[1]), wait=False):
 BUILD = """
 import sys, time, pathlib
 from pipeline.stage import StageResult
-from pipeline.storage import Storage, VersionPlan, build_version
+from pipeline.store.versions import Storage, VersionPlan, build_version
 root, counter, go = map(pathlib.Path, sys.argv[1:4])
 def compute(out):
     (out / "data.txt").write_text("the same output")
@@ -46,8 +46,8 @@ print("reused" if version.reused else "built", flush=True)
 
 RUN_THEN_DIE = """
 import os, signal, sys, pathlib
-from pipeline.runs import RunRecord
-from pipeline.storage import Storage
+from pipeline.store.runs import RunRecord
+from pipeline.store.versions import Storage
 storage = Storage.at(pathlib.Path(sys.argv[1]))
 RunRecord.create(storage, {}, run_id="killed-run")
 (storage.new_tmp_dir("extract") / "part-00000.parquet").write_bytes(b"half a shard")

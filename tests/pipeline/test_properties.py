@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from pipeline.extract import ExtractConfig, ExtractTask, _extract_body, extract_shard
+from pipeline.extract.extractor import ExtractConfig, ExtractTask, _extract_body, extract_shard
+from pipeline.extract.sandbox import Sandbox, SandboxTimeout
+from pipeline.extract.warc import decode_html, inflate, is_html, iter_responses, read_capped
 from pipeline.filters import FilterConfig, build_filters
-from pipeline.sandbox import Sandbox, SandboxTimeout
-from pipeline.warc import decode_html, inflate, is_html, iter_responses, read_capped
 
 CONFIG = ExtractConfig()
 

@@ -12,19 +12,19 @@ import re
 
 import pytest
 
-from pipeline.crawl import CrawlConfig
+from pipeline.crawl.crawler import CrawlConfig
 from pipeline.dedup import DedupConfig
-from pipeline.documents import DataError
-from pipeline.extract import ExtractConfig
+from pipeline.errors import DataError
+from pipeline.extract.extractor import ExtractConfig
 from pipeline.filters import FilterConfig
 from pipeline.report import ReportConfig, build_report
 from pipeline.report.render import escape, render_html
-from pipeline.runs import RunRecord
-from pipeline.sample_server import serve_site
-from pipeline.sample_site import SampleSiteConfig, generate_site
+from pipeline.sample_site.server import serve_site
+from pipeline.sample_site.site import SampleSiteConfig, generate_site
 from pipeline.stages import documents_dir, execute, plan, version_input, warc_files_of
-from pipeline.storage import Storage, build_version
-from pipeline.tokenize import TokenizeConfig
+from pipeline.store.runs import RunRecord
+from pipeline.store.versions import Storage, build_version
+from pipeline.tokenize.tokenizer import TokenizeConfig
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import crawl, dedup, extract, filters, tokenize
-from pipeline.crawl import CrawlConfig
+from pipeline.crawl.crawler import CrawlConfig
 from pipeline.dedup import DedupConfig
-from pipeline.extract import ExtractConfig
+from pipeline.extract.extractor import ExtractConfig
 from pipeline.filters import FilterConfig
-from pipeline.sample_server import serve_site
-from pipeline.sample_site import (
+from pipeline.sample_site.server import serve_site
+from pipeline.sample_site.site import (
     DISALLOWED_PREFIX,
     SampleSiteConfig,
     expected_fetchable_paths,
@@ -24,7 +24,7 @@ from pipeline.sample_site import (
     pages_of_kind,
 )
 from pipeline.stage import process_map, serial_map
-from pipeline.tokenize import TokenizeConfig, decode_tokens
+from pipeline.tokenize.tokenizer import TokenizeConfig, decode_tokens
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ from py3langid.langid import MODEL_FILE, LanguageIdentifier
 from pydantic import ValidationError
 from trafilatura.meta import reset_caches
 
-from pipeline.documents import DataError
-from pipeline.sample_server import serve_site
-from pipeline.sample_site import (
+from pipeline.errors import DataError
+from pipeline.sample_site.server import serve_site
+from pipeline.sample_site.site import (
     KINDS,
     SampleSiteConfig,
     expected_fetchable_paths,

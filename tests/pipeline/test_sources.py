@@ -13,9 +13,10 @@ import pytest
 
 from pipeline import stages
 from pipeline.config import PipelineConfig
-from pipeline.documents import DOCUMENT_SCHEMA, DataError, doc_id
-from pipeline.sample_prose import TOPICS, EnglishWriter
-from pipeline.sources import DocumentsConfig, ingest, list_source_files
+from pipeline.documents import DOCUMENT_SCHEMA, doc_id
+from pipeline.errors import DataError
+from pipeline.extract.sources import DocumentsConfig, ingest, list_source_files
+from pipeline.sample_site.prose import TOPICS, EnglishWriter
 from tests.conftest import shared_data
 
 
@@ -290,7 +291,7 @@ def test_stage_functions_reject_wrong_schema_in_one_line(tmp_path, stage):
         "dedup": lambda: __import__("pipeline.dedup", fromlist=["run"]).run(
             config.dedup, folder, tmp_path / "out"
         ),
-        "tokenize": lambda: __import__("pipeline.tokenize", fromlist=["run"]).run(
+        "tokenize": lambda: __import__("pipeline.tokenize.tokenizer", fromlist=["run"]).run(
             config.tokenize, folder, tmp_path / "out"
         ),
     }[stage]
@@ -376,7 +377,7 @@ def test_documents_source_preflight_and_plan(tmp_path):
 
 def test_files_are_read_as_streams_of_batches(tmp_path):
     """Parquet batch by batch and JSONL line by line: never a whole file in memory."""
-    from pipeline.sources import Columns, iter_records
+    from pipeline.extract.sources import Columns, iter_records
 
     texts = [f"document {i}" for i in range(2500)]
     parquet = tmp_path / "a.parquet"

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from pipeline.stage import StageResult
-from pipeline.storage import Storage, VersionPlan, build_version, find_version, load_version
+from pipeline.store.versions import Storage, VersionPlan, build_version, find_version, load_version
 
 
 def _plan(threshold: float = 0.1, upstream: str = "abc") -> VersionPlan:

@@ -5,10 +5,10 @@ import os
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from pipeline.documents import DataError
-from pipeline.gc import collect_garbage
-from pipeline.runs import RunRecord, list_runs
-from pipeline.storage import (
+from pipeline.errors import DataError
+from pipeline.store.gc import collect_garbage
+from pipeline.store.runs import RunRecord, list_runs
+from pipeline.store.versions import (
     RunId,
     Storage,
     check_run_id,

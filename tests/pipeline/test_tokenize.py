@@ -13,9 +13,10 @@ import tiktoken.load
 import tiktoken.registry
 from pydantic import ValidationError
 
-from pipeline.documents import DOCUMENT_SCHEMA, DataError, doc_id, shard_name
-from pipeline.stage import EmptyStageError, process_map
-from pipeline.tokenize import (
+from pipeline.documents import DOCUMENT_SCHEMA, doc_id, shard_name
+from pipeline.errors import DataError, EmptyStageError
+from pipeline.stage import process_map
+from pipeline.tokenize.tokenizer import (
     TokenizeConfig,
     decode_tokens,
     get_encoding,

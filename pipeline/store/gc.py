@@ -31,9 +31,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.documents import DataError
-from pipeline.runs import RUN_FILE, RunRecord, is_stale
-from pipeline.storage import (
+from pipeline.errors import DataError
+from pipeline.store.runs import RUN_FILE, RunRecord, is_stale
+from pipeline.store.versions import (
     MANIFEST,
     RUN_ID_PATTERN,
     VERSION_ID_PATTERN,

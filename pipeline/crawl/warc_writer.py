@@ -18,7 +18,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.timeutils import datetime_to_iso_date
 from warcio.warcwriter import WARCWriter
 
-from pipeline.crawl_fetch import Fetched
+from pipeline.crawl.fetch import Fetched
 from pipeline.documents import atomic_write_table, shard_name
 
 INDEX_SCHEMA = pa.schema(

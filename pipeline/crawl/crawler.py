@@ -1,6 +1,6 @@
 """Crawl stage: breadth-first from seed URLs, within allowed domains, into WARC files.
 
-    from pipeline.crawl import CrawlConfig, crawl
+    from pipeline.crawl.crawler import CrawlConfig, crawl
     crawl(CrawlConfig(seeds=["https://example.com/"], max_pages=50), Path("out"))
 
 Writes `out/warc/crawl-NNNNN.warc.gz` (request + response per stored HTML page) and
@@ -28,9 +28,9 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.crawl_fetch import Fetched, Fetcher
-from pipeline.crawl_guard import GuardedTransport, Resolver
-from pipeline.crawl_urls import (
+from pipeline.crawl.fetch import Fetched, Fetcher
+from pipeline.crawl.guard import GuardedTransport, Resolver
+from pipeline.crawl.urls import (
     charset_of,
     domain_allowed,
     extract_links,
@@ -39,9 +39,9 @@ from pipeline.crawl_urls import (
     normalize_url,
     port_allowed,
 )
-from pipeline.crawl_warc import WarcSink, index_row, write_index
-from pipeline.documents import DataError
-from pipeline.stage import EmptyStageError, ParallelMap, StageResult, serial_map
+from pipeline.crawl.warc_writer import WarcSink, index_row, write_index
+from pipeline.errors import DataError, EmptyStageError
+from pipeline.stage import ParallelMap, StageResult, serial_map
 
 # RFC 9110 §15.4 sets no number; RFC 2068 §10.3 recommended at most 5 and RFC 9309 asks for
 # 5 on robots.txt. Googlebot follows up to 10; 5 keeps redirect chains short and cheap.

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 
 VerifyMode = Literal["sha256", "size"]
 VERIFY_MODES: tuple[str, ...] = ("sha256", "size")

@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING
 import httpx
 from protego import Protego
 
-from pipeline.crawl_decode import BodyDecoder, DecodeError, decode_head
-from pipeline.crawl_guard import BlockedAddress
-from pipeline.crawl_urls import host_key, port_allowed
+from pipeline.crawl.decode import BodyDecoder, DecodeError, decode_head
+from pipeline.crawl.guard import BlockedAddress
+from pipeline.crawl.urls import host_key, port_allowed
 
 if TYPE_CHECKING:
-    from pipeline.crawl import CrawlConfig
+    from pipeline.crawl.crawler import CrawlConfig
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 RETRYABLE_ERRORS = ("timeout", "connect_error", "network_error")

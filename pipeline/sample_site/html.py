@@ -114,7 +114,7 @@ def _body(lines: list[str]) -> str:
 
 
 def _comments(comments: list[str], rng: random.Random) -> str:
-    from pipeline.sample_prose import person_name  # local: keeps this module template-only
+    from pipeline.sample_site.prose import person_name  # local: keeps this module template-only
 
     items = "".join(
         f'<li class="comment"><p class="comment-meta"><strong>{escape(person_name(rng))}</strong>'

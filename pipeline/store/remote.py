@@ -16,7 +16,7 @@ from pathlib import Path
 
 import fsspec
 
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 
 MANIFEST = "manifest.json"
 

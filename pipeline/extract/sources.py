@@ -21,7 +21,7 @@ A missing text column, a wrong type or an unreadable file fails with one line na
 (and line) and the column. Files are read as streams (Parquet batch by batch, JSONL line by
 line through gzip or zstd) and written in shards of about `shard_bytes` of text.
 
-    from pipeline.sources import DocumentsConfig, ingest, list_source_files
+    from pipeline.extract.sources import DocumentsConfig, ingest, list_source_files
     files = list_source_files(["fineweb/*.parquet"])
     ingest(DocumentsConfig(), files, Path("documents/"))  # documents/data/part-00000.parquet
 """
@@ -52,13 +52,13 @@ from pipeline.documents import (
     DOCUMENT_COLUMNS,
     DOCUMENT_SCHEMA,
     REMOVED_SCHEMA,
-    DataError,
     ShardWriter,
     describe_type,
     doc_id,
     removed_row,
     shard_name,
 )
+from pipeline.errors import DataError
 from pipeline.stage import ParallelMap, ShardResult, StageResult, serial_map
 
 STAGE = "source"

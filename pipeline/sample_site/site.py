@@ -6,8 +6,8 @@ meets: exact and near duplicates, keyword spam, link farms, too-short pages, non
 pages, a robots.txt `Disallow`ed folder, a 404 link, a 301 redirect, a 500 and a non-HTML
 file. `pipeline.sample_server.serve_site` serves it on 127.0.0.1.
 
-    python -m pipeline.sample_site /tmp/site --seed 0
-    python -m pipeline.sample_server /tmp/site --port 8000
+    python -m pipeline.sample_site.site /tmp/site --seed 0
+    python -m pipeline.sample_site.server /tmp/site --port 8000
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline import sample_html as html
-from pipeline import sample_prose as prose
-from pipeline.documents import DataError
+from pipeline.errors import DataError
+from pipeline.sample_site import html, prose
 
 KINDS = (
     "article", "exact_duplicate", "near_duplicate", "spam", "link_farm", "short", "non_english",

@@ -3,15 +3,15 @@
 Each WARC file becomes one shard: trafilatura extracts the main text (as FineWeb did, with
 datatrove's settings), py3langid labels its language, and every response that yields no
 document lands in `removed/` with an `extract_*` reason. Extraction runs in a sandbox child
-process with a per-page timeout (pipeline/sandbox.py), so one pathological page cannot stall a
-worker; a page is read only up to `max_html_bytes` (pipeline/warc.py reads WARC bodies
+process with a per-page timeout (`sandbox.py`), so one pathological page cannot stall a
+worker; a page is read only up to `max_html_bytes` (pipeline/extract/warc.py reads WARC bodies
 incrementally), so a decompression bomb ends as `extract_too_large`, not in memory. A final
 pass keeps each URL once across shards. A shard's text depends on that shard
 only (trafilatura's dedup cache starts empty per shard). bench/extract.py measures quality and
 speed against a bare trafilatura loop.
 
-    from pipeline.extract import ExtractConfig, run
-    from pipeline.warc import list_warc_files
+    from pipeline.extract.extractor import ExtractConfig, run
+    from pipeline.extract.warc import list_warc_files
     result = run(ExtractConfig(), list_warc_files("crawl/"), Path("out.tmp"))
 """
 
@@ -37,7 +37,6 @@ from trafilatura.metadata import extract_title
 from pipeline.documents import (
     DOCUMENT_SCHEMA,
     REMOVED_SCHEMA,
-    DataError,
     ShardWriter,
     atomic_write_table,
     doc_id,
@@ -45,10 +44,11 @@ from pipeline.documents import (
     removed_row,
     shard_name,
 )
+from pipeline.errors import DataError
+from pipeline.extract.sandbox import Sandbox, SandboxError, SandboxTimeout
+from pipeline.extract.warc import decode_html, is_html, iter_responses
 from pipeline.langid import detect_language
-from pipeline.sandbox import Sandbox, SandboxError, SandboxTimeout
 from pipeline.stage import ParallelMap, ShardResult, StageResult, serial_map
-from pipeline.warc import decode_html, is_html, iter_responses
 
 log = logging.getLogger(__name__)
 

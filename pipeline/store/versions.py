@@ -5,7 +5,7 @@ Layout (also in storage/README.md):
     <root>/versions/<stage>/<version_id>/   one immutable dataset version, manifest.json inside
     <root>/runs/<run_id>/run.json           what a pipeline run used and produced
     <root>/tmp/                             versions being written (renamed into place when done)
-    <root>/locks/                           a lock file per version being built (pipeline/locks.py)
+    <root>/locks/                           a lock per version being built (store/locks.py)
     <root>/prefect/                         PREFECT_HOME of the local Prefect server
 
 A version id is a hash of (stage, stage config, input version ids, stage code version), so the
@@ -14,7 +14,7 @@ Dagster's code version + data version idea, with Metaflow's immutable output dir
 
 Run ids, version ids and stage names are checked against strict patterns before they become
 paths, and each run/version folder must resolve inside its parent (no `..`, no symlink out).
-Reusing a version first checks its files against its manifest (pipeline/integrity.py).
+Reusing a version first checks its files against its manifest (pipeline/store/integrity.py).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from typing import Annotated, Any
 
 from pydantic import StringConstraints
 
-from pipeline.documents import DataError
-from pipeline.integrity import (
+from pipeline.errors import DataError
+from pipeline.stage import StageResult
+from pipeline.store.integrity import (
     VerifyMode,
     check_mode,
     file_sha256,  # noqa: F401 (re-exported: callers hash files through storage)
@@ -46,8 +47,7 @@ from pipeline.integrity import (
     remember_verified,
     verify_files,
 )
-from pipeline.locks import LockHeld, describe, exclusive_lock, host_tag, pid_alive
-from pipeline.stage import StageResult
+from pipeline.store.locks import LockHeld, describe, exclusive_lock, host_tag, pid_alive
 
 PIPELINE_DIR = Path(__file__).resolve().parent
 MANIFEST = "manifest.json"
@@ -160,13 +160,13 @@ class Storage:
     """Paths under one storage root. Nothing touches the filesystem until a method is called.
 
     A URL root (`s3://bucket/llmforge`, `file:///data/llmforge`) is the shared store and
-    `root` its local cache (pipeline/remote.py); a plain path is used directly.
+    `root` its local cache (pipeline/store/remote.py); a plain path is used directly.
     """
 
     root: Path
     remote: str | None = None
     # How reuse checks a committed version against its manifest (run.verify): "sha256" hashes
-    # every file, "size" only compares sizes (pipeline/integrity.py).
+    # every file, "size" only compares sizes (pipeline/store/integrity.py).
     verify: VerifyMode = "sha256"
 
     @classmethod
@@ -174,7 +174,7 @@ class Storage:
         mode = check_mode(verify)
         text = str(root)
         if "://" in text:
-            from pipeline.remote import cache_dir
+            from pipeline.store.remote import cache_dir
 
             return cls(cache_dir(text), text.rstrip("/"), mode)
         return cls(Path(root).expanduser().resolve(), None, mode)
@@ -230,7 +230,7 @@ class Storage:
             return True
         if self.remote is None:
             return False
-        from pipeline.remote import pull_tree
+        from pipeline.store.remote import pull_tree
 
         return pull_tree(self.remote_url(path), path)
 
@@ -238,7 +238,7 @@ class Storage:
         """Upload a committed version or a run record to the remote store, if there is one."""
         if self.remote is None:
             return
-        from pipeline.remote import push_file, push_tree
+        from pipeline.store.remote import push_file, push_tree
 
         if path.is_dir():
             push_tree(path, self.remote_url(path))

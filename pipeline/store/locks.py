@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.documents import DataError
+from pipeline.errors import DataError
 
 
 def _start_ticks(pid: int) -> int | None:

@@ -4,7 +4,7 @@ A run record holds the resolved config, the git commit of the code, and every da
 the run used (reused) or produced, so any model can be traced back to its data. While it runs,
 the record names its process (host, pid, pid start time): a record still marked "running"
 whose process is gone from this host is stale, shown as "interrupted" (`is_stale`) and marked
-so by the next run (pipeline/gc.py `clean_stale`).
+so by the next run (pipeline/store/gc.py `clean_stale`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.documents import DataError
-from pipeline.locks import alive, this_process
-from pipeline.storage import RUN_ID_PATTERN, Storage, load_version, read_json, write_json_atomic
+from pipeline.errors import DataError
+from pipeline.store.locks import alive, this_process
+from pipeline.store.versions import (
+    RUN_ID_PATTERN,
+    Storage,
+    load_version,
+    read_json,
+    write_json_atomic,
+)
 
 RUN_FILE = "run.json"
 
@@ -96,7 +102,7 @@ class RunRecord:
     def load(cls, storage: Storage, run_id: str) -> RunRecord:
         path = storage.run_dir(run_id) / RUN_FILE
         if storage.remote is not None:
-            from pipeline.remote import pull_file
+            from pipeline.store.remote import pull_file
 
             pull_file(storage.remote_url(path), path)  # the shared copy is the truth
         if not path.is_file():
@@ -135,7 +141,7 @@ def list_runs(storage: Storage) -> list[dict[str, Any]]:
     if storage.remote is not None:
         import re
 
-        from pipeline.remote import list_names, pull_file
+        from pipeline.store.remote import list_names, pull_file
 
         for run_id in list_names(storage.remote_url(storage.runs_dir)):
             if not re.fullmatch(RUN_ID_PATTERN, run_id):

@@ -1,6 +1,6 @@
 """Compare two recorded runs: config differences, dataset versions, metrics, loss curves.
 
-    from pipeline.compare import compare_runs, plot_loss_curves
+    from pipeline.store.compare import compare_runs, plot_loss_curves
     result = compare_runs(Storage.at("storage"), "20261122-001500-3fa2c1", "20261123-...")
     result.refusal  # None, or one line saying why the metrics are not comparable
 
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.documents import DataError
-from pipeline.runs import RunRecord
+from pipeline.errors import DataError
 from pipeline.stages import SPECS
-from pipeline.storage import Storage, read_json
+from pipeline.store.runs import RunRecord
+from pipeline.store.versions import Storage, read_json
 
 # (label, where: "eval" or "train", key path in that JSON)
 METRICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (

@@ -7,7 +7,7 @@ anything unknown, 500 for the error page. Runs in a background thread for tests:
     with serve_site(site_dir) as base_url:
         httpx.get(base_url + "/")
 
-or in the foreground: `python -m pipeline.sample_server SITE_DIR --port 8000`.
+or in the foreground: `python -m pipeline.sample_site.server SITE_DIR --port 8000`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.documents import DataError
-from pipeline.sample_site import load_ground_truth
+from pipeline.errors import DataError
+from pipeline.sample_site.site import load_ground_truth
 
 LOOPBACK = "127.0.0.1"  # the sample site is for local crawls only; never bind elsewhere
 CONTENT_TYPES = {

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipeline.documents import DataError
-from pipeline.runs import RunRecord
+from pipeline.errors import DataError
 from pipeline.stages import SPECS
-from pipeline.storage import MANIFEST, Storage, read_json
+from pipeline.store.runs import RunRecord
+from pipeline.store.versions import MANIFEST, Storage, read_json
 
 STAGE_ORDER = list(SPECS)  # crawl ... evaluate
 

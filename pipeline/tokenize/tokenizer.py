@@ -10,7 +10,7 @@ re-crawled later lands on the same side (no train/val leakage across versions). 
 still get both sides: with >= 2 documents, if none hashed into val the one with the smallest
 hash moves to val, and if none stayed in train the one with the largest hash moves to train.
 
-    from pipeline.tokenize import TokenizeConfig, run
+    from pipeline.tokenize.tokenizer import TokenizeConfig, run
     run(TokenizeConfig(), Path("dedup/data"), Path("tokens"))
 """
 
@@ -30,8 +30,9 @@ import pyarrow.parquet as pq
 import tiktoken
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.documents import DOCUMENT_SCHEMA, DataError, check_shard, iter_batches, list_shards
-from pipeline.stage import EmptyStageError, ParallelMap, ShardResult, StageResult, serial_map
+from pipeline.documents import DOCUMENT_SCHEMA, check_shard, iter_batches, list_shards
+from pipeline.errors import DataError, EmptyStageError
+from pipeline.stage import ParallelMap, ShardResult, StageResult, serial_map
 
 STAGE = "tokenize"
 SPLITS = ("train", "val")

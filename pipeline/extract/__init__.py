@@ -1,0 +1,6 @@
+"""The extract wing: main text out of WARC responses (trafilatura), or documents other tools
+wrote (Parquet/JSONL: `sources.py`), into document shards."""
+
+from pipeline.extract.extractor import ExtractConfig, run
+
+__all__ = ["ExtractConfig", "run"]

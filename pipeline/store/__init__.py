@@ -1,0 +1,1 @@
+"""The store: versions, runs, gc and lineage under one storage root."""
