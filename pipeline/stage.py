@@ -1,6 +1,10 @@
-"""The small interface every stage shares: results with counts, and a parallel-map hook.
+"""The small interface every stage shares: the `Stage` record, results with counts, and a
+parallel-map hook.
 
-A stage is a plain function `run(config, inputs, out_dir, pmap) -> StageResult`. Per-shard
+Each wing (`pipeline/crawl/`, `extract/`, `filters/`, `dedup/`, `tokenize/`, and `model/` for
+train and evaluate) exports one `Stage`; `pipeline/stages.py` lists them in order, and the
+flows, CLI, reruns, lineage and report loop over that list. Its `run` is a plain function
+`run(config, source, out, pmap) -> StageResult` writing into `out` (a `store.fs.Folder`). Per-shard
 work goes through `pmap(fn, items, name)`, which the caller supplies: `serial_map` in a REPL
 or test, a process pool locally, mapped Prefect tasks in `flows/` (one task per shard), or a
 Dask cluster. `fn` must be a picklable module-level function taking one item.
@@ -19,6 +23,28 @@ from pipeline.lifeline import die_with_parent
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Everything the rest of the project needs to know about one stage."""
+
+    name: str  # also its section of the run config (`[filter]`) and its versions/ folder
+    config: type  # its config model (pydantic), defined in its own package
+    upstream: str | None  # the stage whose version it reads (None: seeds or external files)
+    # Its own code, globs relative to the repository root: editing them changes its version id.
+    code: tuple[str, ...]
+    # Distributions whose version shapes its output (trafilatura, tiktoken, torch, ...).
+    libraries: tuple[str, ...] = ()
+    # (run config, upstream Version | None) -> (what it reads, how that enters the version id)
+    resolve: Callable[[Any, Any], tuple[Any, list[dict[str, Any]]]] | None = None
+    # (config section, source, out Folder, pmap) -> StageResult
+    run: Callable[..., StageResult] | None = None
+    # Cheap checks on the run config before any work (seeds, paths, BPE files): one line each.
+    check: Callable[[Any], None] | None = None
+    # What `llmforge stage NAME --input PATH` reads (None: the stage needs --run).
+    standalone: Callable[..., Any] | None = None
+    kind: str = "data"  # "data" (documents/tokens) or "model" (train, evaluate)
 
 
 @dataclass
