@@ -65,11 +65,11 @@ def load_rows(path: Source, start: int = 0, stop: int | None = None) -> np.ndarr
         return np.load(folder.local_path(name), mmap_mode="r")[start:stop]
     with folder.open(name, "rb") as handle:
         shape, dtype, offset = _npy_header(handle)
-        stop = shape[0] if stop is None else min(stop, shape[0])
+        count = max((shape[0] if stop is None else min(stop, shape[0])) - start, 0)
         row = dtype.itemsize * math.prod(shape[1:])
         handle.seek(offset + start * row)
-        data = handle.read(max(stop - start, 0) * row)
-    return np.frombuffer(data, dtype).reshape(-1, *shape[1:])
+        data = handle.read(count * row)
+    return np.frombuffer(data, dtype).reshape(count, *shape[1:])
 
 
 def array_shape(path: Source) -> tuple[int, ...]:
