@@ -36,12 +36,15 @@ def version_key(storage: Storage, stage: str, version_id: str) -> str:
     return asset_key(storage.remote_url(local) or local)
 
 
-def _external(version: Version, config: PipelineConfig) -> list[str]:
-    """Inputs from outside the store, by the kind its manifest records."""
-    keys: list[str] = []
+def upstream_keys(storage: Storage, version: Version, config: PipelineConfig) -> list[str]:
+    """Asset keys of what `version` was made from, as its manifest's inputs name them: other
+    versions, and inputs from outside the store (the crawl's seed URLs, the user's files)."""
+    keys = []
     for entry in version.manifest.get("inputs", []):
         kind = entry.get("source")
-        if kind == "seeds":
+        if "stage" in entry and "version_id" in entry:
+            keys.append(version_key(storage, entry["stage"], entry["version_id"]))
+        elif kind == "seeds":
             keys += (version.manifest.get("config") or {}).get("seeds", [])
         elif kind == "files":
             keys += [asset_key(path) for path in config.source.warc_paths]
@@ -78,20 +81,19 @@ def _asset(key: str, stage: str, name: str | None = None) -> Asset | None:
 
 
 def _record(key: str, metadata: dict[str, Any]) -> None:
+    """The materializing task's body: the counts go out with its materialization event."""
     add_asset_metadata(key, metadata)
 
 
 def publish_asset(storage: Storage, version: Version, config: PipelineConfig) -> None:
     """Materialize `version` as an asset with its inputs upstream (nothing when reused)."""
+    if version.reused:
+        return
     key = version_key(storage, version.stage, version.version_id)
     asset = _asset(key, version.stage, f"{version.stage} {version.version_id}")
-    if version.reused or asset is None:
+    if asset is None:
         return
-    upstream = [
-        version_key(storage, entry["stage"], entry["version_id"])
-        for entry in version.manifest.get("inputs", [])
-        if "stage" in entry and "version_id" in entry
-    ] + _external(version, config)
+    upstream = upstream_keys(storage, version, config)
     task = materialize(
         asset,
         asset_deps=[a for k in upstream if (a := _asset(k, version.stage)) is not None],
