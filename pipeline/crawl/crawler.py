@@ -41,7 +41,7 @@ from pipeline.crawl.urls import (
 )
 from pipeline.crawl.warc_writer import WarcSink, index_row, write_index
 from pipeline.errors import DataError, EmptyStageError
-from pipeline.stage import ParallelMap, StageResult, serial_map
+from pipeline.stage import StageResult
 
 # RFC 9110 §15.4 sets no number; RFC 2068 §10.3 recommended at most 5 and RFC 9309 asks for
 # 5 on robots.txt. Googlebot follows up to 10; 5 keeps redirect chains short and cheap.
@@ -373,13 +373,6 @@ def crawl(
     if result.docs_out == 0:
         raise EmptyStageError("crawl", result.drops)
     return result
-
-
-def run(
-    config: CrawlConfig, out_dir: Path, pmap: ParallelMap = serial_map, **kwargs: Any
-) -> StageResult:
-    """The uniform stage entry point; a crawl is one asyncio loop, so `pmap` is unused."""
-    return crawl(config, out_dir, **kwargs)
 
 
 def _run_sync(coro: Coroutine[Any, Any, None]) -> None:
