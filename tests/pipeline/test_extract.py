@@ -25,6 +25,7 @@ from pipeline.extract.sandbox import Sandbox, SandboxError, SandboxTimeout
 from pipeline.extract.warc import decode_html, is_html, iter_responses, list_warc_files
 from pipeline.langid import detect_language
 from pipeline.stage import process_map
+from pipeline.store.fs import Folder
 from tests.conftest import shared_data
 
 WARCIO = ("warc", "warcio", "test", "data")
@@ -74,12 +75,10 @@ def write_warc(path: Path, responses: list[tuple[str, int, str | None, bytes]]) 
 
 
 def extract_one(warc: Path, tmp_path: Path, **config) -> tuple[list[dict], list[dict], object]:
-    task = ExtractTask(
-        warc, tmp_path / "d.parquet", tmp_path / "r.parquet", ExtractConfig(**config)
-    )
+    task = ExtractTask(warc, Folder(tmp_path), "d.parquet", ExtractConfig(**config))
     result = extract_shard(task)
-    docs = pq.read_table(task.data_path).to_pylist()
-    return docs, pq.read_table(task.removed_path).to_pylist(), result
+    docs = pq.read_table(tmp_path / task.data).to_pylist()
+    return docs, pq.read_table(tmp_path / task.removed).to_pylist(), result
 
 
 HTML = "text/html; charset=utf-8"
@@ -227,12 +226,13 @@ def test_warcio_valid_files_extract_their_page(name, title, tmp_path):
 )
 def test_warcio_broken_files_give_one_line_data_error(name, tmp_path, capfd):
     path = shared_data(*WARCIO, name)
-    task = ExtractTask(path, tmp_path / "d.parquet", tmp_path / "r.parquet", ExtractConfig())
+    task = ExtractTask(path, Folder(tmp_path), "d.parquet", ExtractConfig())
     with pytest.raises(DataError) as info:
         extract_shard(task)
     message = str(info.value)
     assert message.startswith(f"{path}: ") and "\n" not in message
-    assert not task.data_path.exists() and not task.removed_path.exists()  # nothing half-written
+    assert not (tmp_path / task.data).exists() and not (tmp_path / task.removed).exists()
+    assert sorted(tmp_path.rglob("*")) == [tmp_path / "data", tmp_path / "removed"]  # no temp file
     assert capfd.readouterr().err == ""  # warcio's own stderr warnings are silenced
 
 
