@@ -382,10 +382,10 @@ def crawl(
 
 
 def run(
-    config: CrawlConfig, out: Folder | Path | str, pmap: ParallelMap = serial_map, **kwargs: Any
+    config: CrawlConfig, out_dir: Path, pmap: ParallelMap = serial_map, **kwargs: Any
 ) -> StageResult:
     """The uniform stage entry point; a crawl is one asyncio loop, so `pmap` is unused."""
-    return crawl(config, out, **kwargs)
+    return crawl(config, out_dir, **kwargs)
 
 
 def _run_sync(coro: Coroutine[Any, Any, None]) -> None:

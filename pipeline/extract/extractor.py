@@ -160,7 +160,8 @@ def _base_doc(response: Any, source: str) -> dict[str, Any]:
 
 
 def _skip_reason(response: Any, config: ExtractConfig, kept: set[str], doc: dict) -> str | None:
-    """Why a response is not worth extracting, checked cheapest first."""
+    """Why a response is not worth extracting, checked cheapest first (reasons.py says what
+    each reason means)."""
     if not response.url.lower().startswith(HTTP_SCHEMES):  # dns:, ftp:, urn:, ... records
         return "extract_not_http"
     if response.status != 200:

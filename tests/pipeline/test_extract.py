@@ -6,6 +6,7 @@ import gzip
 import io
 import multiprocessing
 import os
+import re
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ import pipeline.extract.extractor
 from pipeline.documents import DOCUMENT_SCHEMA, doc_id
 from pipeline.errors import DataError
 from pipeline.extract.extractor import ExtractConfig, ExtractTask, extract_shard, run
+from pipeline.extract.reasons import REASONS
 from pipeline.extract.sandbox import Sandbox, SandboxError, SandboxTimeout
 from pipeline.extract.warc import decode_html, is_html, iter_responses, list_warc_files
 from pipeline.langid import detect_language
@@ -133,6 +135,35 @@ def test_own_warc_gives_expected_docs_and_removals(tmp_path):
     }
     assert result.extra["skipped_records"] == {"request": 7, "warcinfo": 1}
     assert result.extra["records"] == 15 and result.extra["sandbox_mode"] == "process"
+
+
+def test_records_of_other_schemes_are_dropped_as_not_http(tmp_path):
+    """A dns: record (Heritrix writes one per host) or an ftp: page is not an HTTP response:
+    it gets its own reason, not extract_http_status, whatever its status line says."""
+    pages = [("ftp://a.test/clocks.html", 200, HTML, page("Clocks", ARTICLE).encode())]
+    pages += [("https://a.test/clocks", 200, HTML, page("Clocks", ARTICLE).encode())]
+    warc = write_warc(tmp_path / "own.warc.gz", pages)
+    with open(warc, "ab") as fh:
+        writer = WARCWriter(fh, gzip=True)
+        dns = b"20240501120000\na.test.\t300\tIN\tA\t192.0.2.1\n"
+        record = writer.create_warc_record(
+            "dns:a.test", "response", payload=io.BytesIO(dns), warc_content_type="text/dns"
+        )
+        writer.write_record(record)
+    docs, removed, result = extract_one(warc, tmp_path)
+    assert [d["url"] for d in docs] == ["https://a.test/clocks"]
+    assert {r["url"]: r["reason"] for r in removed} == {
+        "ftp://a.test/clocks.html": "extract_not_http",
+        "dns:a.test": "extract_not_http",
+    }
+    assert result.drops == {"extract_not_http": 2}
+
+
+def test_every_extract_reason_is_documented():
+    source = Path(pipeline.extract.extractor.__file__).read_text()
+    assert set(re.findall(r'"(extract_[a-z_]+)"', source)) == set(REASONS)
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert [r for r in REASONS if f"`{r}`" not in readme] == []
 
 
 def test_max_html_bytes_and_min_text_chars(tmp_path):
