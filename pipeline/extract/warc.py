@@ -103,17 +103,18 @@ WarcInput = WarcFile | Path | str
 
 
 def list_warc_files(location: Path | str | Folder) -> list[Path | str]:
-    """A WARC file as given, or every `*.warc` / `*.warc.gz` under a folder, sorted: paths for a
-    local location, URLs for a remote one."""
+    """A WARC file as given, or every `*.warc` / `*.warc.gz` under a folder, sorted: `Path`s for
+    a local path, URLs for a URL or a `Folder` (a crawl version's `warc/` folder)."""
     folder = as_folder(location)
+    remote = isinstance(location, Folder) or is_url(location)
     if not folder.exists():
         raise DataError(f"{location}: no such file or directory")
     if folder.is_file():
-        return [location if is_url(location) else Path(location)]
+        return [folder.url if remote else Path(location)]
     names = [name for name in folder.list() if name.endswith(WARC_SUFFIXES)]
     if not names:
         raise DataError(f"{location}: no *.warc or *.warc.gz files in this folder")
-    if isinstance(location, Folder) or is_url(location):
+    if remote:
         return [folder.url_of(name) for name in names]
     return sorted(Path(location) / name for name in names)
 
