@@ -439,10 +439,9 @@ class _Shard:
     def __init__(self, out: Folder, name: str):
         self.name = name
         self._outputs = contextlib.ExitStack()
-        self.data = ShardWriter(
-            self._outputs.enter_context(out.output(f"data/{name}")), DOCUMENT_SCHEMA
-        )
+        data = self._outputs.enter_context(out.output(f"data/{name}"))
         removed = self._outputs.enter_context(out.output(f"removed/{name}"))
+        self.data = ShardWriter(data, DOCUMENT_SCHEMA)
         self.removed = ShardWriter(removed, REMOVED_SCHEMA)
 
     def close(self) -> None:
