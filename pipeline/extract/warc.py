@@ -111,12 +111,23 @@ def list_warc_files(location: Path | str | Folder) -> list[Path | str]:
         raise DataError(f"{location}: no such file or directory")
     if folder.is_file():
         return [folder.url if remote else Path(location)]
-    names = [name for name in folder.list() if name.endswith(WARC_SUFFIXES)]
-    if not names:
-        raise DataError(f"{location}: no *.warc or *.warc.gz files in this folder")
+    names = _warc_names(folder, location)
     if remote:
         return [folder.url_of(name) for name in names]
     return sorted(Path(location) / name for name in names)
+
+
+def _warc_names(folder: Folder, location: Path | str | Folder) -> list[str]:
+    names = [name for name in folder.list() if name.endswith(WARC_SUFFIXES)]
+    if not names:
+        raise DataError(f"{location}: no *.warc or *.warc.gz files in this folder")
+    return names
+
+
+def warc_files_in(folder: Folder, source: str) -> list[WarcFile]:
+    """Every WARC file of a folder (a crawl version's `warc/`), its documents recording
+    `source/<name>` as their source_warc: the same bytes whatever the storage root."""
+    return [WarcFile(folder, name, f"{source}/{name}") for name in _warc_names(folder, folder)]
 
 
 class _GzipError(Exception):

@@ -21,7 +21,7 @@ from pipeline.crawl.crawler import crawl
 from pipeline.errors import DataError
 from pipeline.extract.extractor import ExtractConfig, run
 from pipeline.extract.sources import DocumentsConfig, IngestTask, ingest, list_source_files
-from pipeline.extract.warc import WarcFile, iter_responses, list_warc_files
+from pipeline.extract.warc import WarcFile, iter_responses, list_warc_files, warc_files_in
 from pipeline.store.fs import Folder
 from tests.pipeline.fault_server import local, page, serve_sites
 from tests.pipeline.test_extract import ARTICLE, OWN_PAGES, write_warc
@@ -199,9 +199,19 @@ def test_crawl_into_memory_writes_what_a_local_crawl_writes(serve, tmp_path, mem
             f.seek(row["offset"])
             assert next(iter(ArchiveIterator(f))).rec_headers["WARC-Target-URI"] == row["url"]
 
-    # A crawl version in a remote store is extract's input as it is.
-    result = run(ExtractConfig(), list_warc_files(memory / "crawl" / "warc"), memory / "extract")
-    assert result.docs_in == 4
+    # A crawl version is extract's input as it is; named relative to the store, its documents
+    # are the same bytes under a local and a remote root.
+    for root in (Folder(tmp_path), memory):
+        warcs = warc_files_in(root / "crawl" / "warc", "crawl/warc")
+        assert [w.label for w in warcs] == [f"crawl/{name}" for name in files[1:]]
+        assert run(ExtractConfig(), warcs, root / "extract").docs_in == 4
+    docs = [
+        pq.read_table(pa.BufferReader(root.read_bytes("extract/data/part-00000.parquet")))
+        for root in (Folder(tmp_path), memory)
+    ]
+    differ = ["fetched_at", "source_offset"]  # fetch times, and record ids' gzip sizes
+    assert docs[0].num_rows == 2 and docs[0].drop(differ) == docs[1].drop(differ)
+    assert docs[0]["source_warc"].to_pylist() == ["crawl/warc/crawl-00000.warc.gz"] * 2
 
 
 def test_failed_crawl_publishes_no_warc_file(serve, tmp_path, memory):
