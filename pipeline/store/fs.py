@@ -303,7 +303,7 @@ def as_folder(location: str | os.PathLike[str] | Folder) -> Folder:
     return location if isinstance(location, Folder) else Folder(location)
 
 
-def locate(location: str | os.PathLike[str]) -> tuple[Folder, str]:
+def locate(location: str | os.PathLike[str] | Folder) -> tuple[Folder, str]:
     """The folder holding a file given by local path or URL, and its name there: how a task
     opens one input file it was handed as a string."""
     text = str(location).rstrip("/")
