@@ -8,6 +8,7 @@ is its package plus one line below.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from pipeline.errors import DataError
 from pipeline.stage import ParallelMap, Stage, StageResult, serial_map, source_input
 from pipeline.stage import version_input as version_input  # flows plan with it
 from pipeline.store.versions import Version, VersionPlan, short_hash
-from pipeline.store.versions import code_version as files_version
+
+ROOT = Path(__file__).resolve().parents[1]  # Stage.code globs are relative to the repository
 
 STAGES: list[Stage] = [
     crawl.STAGE,
@@ -65,11 +67,21 @@ def library_version(distribution: str) -> str:
         return "absent"
 
 
+def files_version(patterns: tuple[str, ...]) -> str:
+    """Hash of the files matching `patterns` (globs relative to ROOT): names and contents."""
+    digest = hashlib.sha256()
+    for path in sorted({p for pattern in patterns for p in ROOT.glob(pattern) if p.is_file()}):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def code_version(stage: Stage) -> str:
-    """Hash of the stage's own source files and of the versions of the libraries that shape
-    its output: a trafilatura or tiktoken upgrade rebuilds, an unrelated edit does not."""
+    """Hash of the stage's own files and of the versions of the libraries that shape its
+    output: a trafilatura or tiktoken upgrade rebuilds, an unrelated edit does not (Prefect's
+    TASK_SOURCE would hash one function's text; a stage depends on whole modules)."""
     libraries = {name: library_version(name) for name in stage.libraries}
-    return short_hash({"files": files_version(list(stage.code)), "libraries": libraries})
+    return short_hash({"files": files_version(stage.code), "libraries": libraries})
 
 
 def plan(name: str, config: BaseModel, inputs: list[dict[str, str]]) -> VersionPlan:
