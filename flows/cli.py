@@ -297,9 +297,9 @@ def _output_locked(output: Path) -> Iterator[None]:
 
 def _stage_keys(stage: str, overrides: list[str] | None) -> list[str]:
     """For `stage NAME`, `--set key=v` may omit the stage's section: `min_doc_words` ..."""
-    from pipeline.config import PipelineConfig
+    from pipeline.config import current_model
 
-    sections = set(PipelineConfig.model_fields)
+    sections = set(current_model().model_fields)
     return [
         s if s.split("=", 1)[0].split(".", 1)[0] in sections else f"{stage}.{s}"
         for s in overrides or []
