@@ -102,9 +102,11 @@ def _prefect(storage, no_server: bool) -> dict:
 
 def print_summary(record: dict[str, Any]) -> None:
     """Docs in/out per stage, drop reasons, tokens and model results of one run."""
-    stages = Table(title=f"run {record['run_id']} ({record['status']})")
+    from pipeline.stages import is_model
+
+    table = Table(title=f"run {record['run_id']} ({record['status']})")
     for column in ("stage", "version", "reused", "docs in", "docs out", "results"):
-        stages.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold")
     drops = Table(title="dropped documents by reason")
     for column in ("stage", "reason", "docs"):
         drops.add_column(column)
@@ -132,8 +134,8 @@ def print_summary(record: dict[str, Any]) -> None:
                 if isinstance(value, dict)
             ]
             notes.append(f"{sets.get('ngram', 13)}-gram contaminated: " + ", ".join(found))
-        model_stage = stage in ("train", "evaluate")
-        stages.add_row(
+        model_stage = is_model(stage)
+        table.add_row(
             stage,
             version["version_id"],
             "yes" if version.get("reused") else "no",
@@ -143,7 +145,7 @@ def print_summary(record: dict[str, Any]) -> None:
         )
         for reason, count in sorted(counts.get("drops", {}).items(), key=lambda kv: -kv[1]):
             drops.add_row(stage, reason, f"{count:,}")
-    console.print(stages)
+    console.print(table)
     if drops.row_count:
         console.print(drops)
     evaluation = record.get("versions", {}).get("evaluate", {}).get("counts", {}).get("extra", {})
@@ -204,9 +206,24 @@ def run(
     print_summary(_run_pipeline(cfg, no_server, force))
 
 
+@app.command(name="stages")
+def list_stages() -> None:
+    """The stages in pipeline order: what each reads and whether it runs on --input."""
+    from pipeline import stages
+
+    table = Table(title="stages")
+    for column in ("stage", "reads", "kind", "--input"):
+        table.add_column(column)
+    for spec in stages.STAGES:
+        standalone = spec.standalone is not None or spec.command is not None
+        reads = stages.upstream(spec.name) or "seeds"
+        table.add_row(spec.name, reads, spec.kind, "yes" if standalone else "no (--run)")
+    console.print(table)
+
+
 @app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help="crawl|extract|filter|dedup|tokenize|train|evaluate")],
+    name: Annotated[str, typer.Argument(help="The stage (`llmforge stages` lists them).")],
     input: Annotated[
         Path | None,
         typer.Option(help="WARC file/folder, documents folder, or Parquet/JSONL file/folder."),
@@ -226,7 +243,7 @@ def stage(
     """Run one stage on a given input, or rerun one stage of a recorded run."""
     from pipeline import stages
 
-    stages.spec(name)
+    spec = stages.by_name(name)
     if run:
         _check_run_id(run)
         sets = [*_verify_sets(None), *(set_ or []), *(_verify_sets(verify) if verify else [])]
@@ -234,17 +251,16 @@ def stage(
         return
     if input is None or output is None:
         raise DataError("stage: give --input and --output, or --run RUN_ID")
-    if resume and name != "train":
-        raise DataError("stage: --resume applies to train only")
+    if resume and "resume" not in spec.options:
+        takers = [s.name for s in stages.STAGES if "resume" in s.options]
+        raise DataError(f"stage: --resume applies to {', '.join(takers)} only")
     cfg = _config(config, _stage_keys(name, set_))
     from pipeline.stage import process_map
 
     with _output_locked(output):
-        if name in ("train", "evaluate"):
-            from flows.model import run_model_stage_standalone
-
+        if spec.command is not None:
             stages.check_input(name, input, tokens)  # a wrong token input: one line, first
-            manifest = run_model_stage_standalone(name, cfg, input, output, tokens, resume)
+            manifest = spec.command(cfg, input, output, {"tokens": tokens, "resume": resume})
         else:
             manifest = stages.run_standalone(
                 name,
@@ -255,17 +271,8 @@ def stage(
                 reading=cfg.source,  # how to read Parquet/JSONL from other tools (source.*)
             )
     counts = manifest["counts"]
-    extra = counts["extra"]
-    if name == "train":
-        summary = (
-            f"{extra['steps']} steps, train loss {extra['first_loss']:.3f} → "
-            f"{extra['last_loss']:.3f}, val loss {extra['final_val_loss']:.3f}"
-        )
-    elif name == "evaluate":
-        summary = (
-            f"val loss {extra['val_loss']:.3f}, perplexity {extra['perplexity']:.1f}, "
-            f"bits per byte {extra['bits_per_byte']:.3f}"
-        )
+    if spec.describe is not None:
+        summary = spec.describe(counts["extra"])
     else:
         summary = f"{counts['docs_in']} in, {counts['docs_out']} out, drops {counts['drops']}"
     console.print(f"{name}: {summary} → {output}", soft_wrap=True)
@@ -290,9 +297,9 @@ def _output_locked(output: Path) -> Iterator[None]:
 
 def _stage_keys(stage: str, overrides: list[str] | None) -> list[str]:
     """For `stage NAME`, `--set key=v` may omit the stage's section: `min_doc_words` ..."""
-    from pipeline.config import PipelineConfig
+    from pipeline.config import current_model
 
-    sections = set(PipelineConfig.model_fields)
+    sections = set(current_model().model_fields)
     return [
         s if s.split("=", 1)[0].split(".", 1)[0] in sections else f"{stage}.{s}"
         for s in overrides or []

@@ -6,6 +6,7 @@ publish what a person watching the UI wants to see.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -18,7 +19,7 @@ from flows.monitor import Progress
 from pipeline import stages
 from pipeline.config import PipelineConfig
 from pipeline.errors import EmptyStageError
-from pipeline.store.versions import Storage, Version, build_version, find_version, load_version
+from pipeline.store.versions import Storage, Version, build_version, find_version
 
 
 @task(name="reuse-version", persist_result=False)
@@ -43,34 +44,48 @@ def counts_table(version: Version) -> list[dict[str, Any]]:
 
 
 def run_data_stage(
-    stage: str, config: PipelineConfig, upstream: Version | None, force: bool = False
+    name: str,
+    config: PipelineConfig,
+    upstream: Version | None,
+    force: bool = False,
+    earlier: list[dict[str, Any]] | None = None,
 ) -> Version:
     """Reuse the stage's version if it exists (checked against its manifest: run.verify),
-    else build it with one task per shard."""
+    else build it with one task per shard.
+
+    `earlier` (`{stage, version_id}` refs) are versions of this stage from earlier runs that
+    it also reads (weekly dedup); they enter the version id by id and are found through the
+    storage here, so the id is the same under any storage root.
+    """
     logger = get_run_logger()
+    stage = stages.by_name(name)
     storage = Storage.at(config.run.storage_root, config.run.verify)
-    if stage == "dedup" and config.dedup.against and upstream is not None:
-        config = stages.without_same_input(config, upstream)
-    source, inputs = stages.resolve_source(stage, config, upstream)
-    plan = stages.plan(stage, config.stage_config(stage), inputs)
+    section = config.stage_config(name)
+    source, inputs = stages.resolve_source(name, config, upstream)
+    if stage.earlier is not None and earlier:
+        versions = [stages.load_version(storage, ref) for ref in earlier]
+        # A rerun of the same input reuses its own version instead of finding every
+        # document "seen before" in it.
+        versions = [v for v in versions if v.manifest.get("inputs", [])[:1] != inputs[:1]]
+        inputs = [*inputs, *(stages.version_input(v) for v in versions)]
+        source = stage.earlier(source, versions)
+    plan = stages.plan(name, section, inputs)
     version = None if force else find_version(storage, plan)
     if version is not None:
-        reuse_version(stage, version.version_id, str(version.path))
-        logger.info("%s: reusing version %s", stage, version.version_id)
+        reuse_version(name, version.version_id, str(version.path))
+        logger.info("%s: reusing version %s", name, version.version_id)
     else:
-        logger.info("%s: building version %s", stage, plan.version_id)
-        if stage == "filter" and (donor := stages.retune_donor(storage, plan, config.filter)):
-            load_version(storage, "filter", donor.parent.name)  # check before reading it
-            logger.info("filter: re-deciding from stored signals in %s", donor)
-            source = (source, donor)
-        progress = Progress(f"{stage}-progress", f"{stage} version {plan.version_id}")
-        if stage == "crawl":
-            source = _crawl_progress(progress, config.crawl.max_pages)
+        logger.info("%s: building version %s", name, plan.version_id)
+        if stage.reuse is not None:
+            source = stage.reuse(storage, plan, section, source) or source
+        progress = Progress(f"{name}-progress", f"{name} version {plan.version_id}")
+        if stage.progress is not None:
+            source = stage.progress(section, progress.update)
         pmap = prefect_map(config.run, progress)
         version = build_version(
             storage,
             plan,
-            lambda out: stages.execute(stage, config.stage_config(stage), source, out, pmap),
+            lambda out: stages.execute(name, section, source, out, pmap),
             replace=force,
         )
         progress.update(1, 1, force=True)
@@ -78,47 +93,39 @@ def run_data_stage(
     counts = version.manifest["counts"]
     logger.info(
         "%s: %s docs in, %s out, drops %s",
-        stage,
+        name,
         counts["docs_in"],
         counts["docs_out"],
         counts["drops"] or "none",
     )
     create_table_artifact(
-        key=f"{stage}-counts",
+        key=f"{name}-counts",
         table=counts_table(version),
-        description=f"{stage} version {version.version_id}"
+        description=f"{name} version {version.version_id}"
         + (" (reused)" if version.reused else ""),
     )
     if counts["docs_out"] == 0:
-        raise EmptyStageError(stage, counts["drops"])
+        raise EmptyStageError(name, counts["drops"])
     return version
 
 
-def _crawl_progress(progress: Progress, max_pages: int):
-    """Crawl progress: pages stored against what the frontier says is reachable."""
-
-    def update(stored: int, seen: int) -> None:
-        progress.update(stored, max(stored, min(max_pages, seen)))
-
-    return update
-
-
+@functools.cache
 def _stage_flow(stage: str):
     def body(
-        config: PipelineConfig, upstream: dict[str, Any] | None = None, force: bool = False
+        config: PipelineConfig,
+        upstream: dict[str, Any] | None = None,
+        force: bool = False,
+        earlier: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         storage = Storage.at(config.run.storage_root, config.run.verify)
         previous = stages.load_version(storage, upstream) if upstream else None
-        return run_data_stage(stage, config, previous, force).summary()
+        return run_data_stage(stage, config, previous, force, earlier).summary()
 
     body.__name__ = f"{stage}_flow"
     body.__doc__ = f"The {stage} stage as its own node in the Prefect UI."
     return flow(name=stage, log_prints=False, validate_parameters=True)(body)
 
 
-STAGE_FLOWS = {name: _stage_flow(name) for name in stages.DATA_STAGES}
-
-
 def stage_flow(stage: str, config: PipelineConfig):
-    """The stage's subflow with the task runner the config asks for (threads or Dask)."""
-    return STAGE_FLOWS[stage].with_options(task_runner=task_runner(config.run))
+    """The data stage's subflow with the task runner the config asks for (threads or Dask)."""
+    return _stage_flow(stages.by_name(stage).name).with_options(task_runner=task_runner(config.run))

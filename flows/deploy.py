@@ -17,14 +17,15 @@ from prefect.deployments.runner import EntrypointType
 from prefect.exceptions import ObjectNotFound
 
 from flows.rerun import rerun_stage_flow
-from pipeline.config import STAGES, PipelineConfig, Stage, config_from_dict
+from pipeline import stages
+from pipeline.config import PipelineConfig, StageName, config_from_dict
 from pipeline.store.runs import RunRecord
 from pipeline.store.versions import RunId, Storage, check_run_id
 
 
 @flow(name="llmforge-stage", log_prints=False)
 def stage_flow_for_deployment(
-    stage: Stage,
+    stage: StageName,  # type: ignore[valid-type]
     run_id: RunId,  # a pattern in the form's schema: the UI refuses `../../x` before any run
     overrides: list[str] | None = None,
     force: bool = False,
@@ -72,7 +73,7 @@ def build_deployments(config: PipelineConfig) -> list[Any]:
         )
     ]
     storage_root = str(Storage.at(config.run.storage_root).root)
-    for stage in STAGES:
+    for stage in stages.names():
         deployments.append(
             stage_flow_for_deployment.to_deployment(
                 name=stage,
@@ -84,9 +85,37 @@ def build_deployments(config: PipelineConfig) -> list[Any]:
     return deployments
 
 
+YAML_MARKER = "  # One stage deployment per stage of pipeline/stages.py"
+YAML_STORAGE_ROOT = "/srv/llmforge/storage"
+
+
+def prefect_yaml(text: str) -> str:
+    """`prefect.yaml` with its stage deployments (the lines after YAML_MARKER's comment) made
+    from `stages.STAGES`, so a new stage needs no edit there."""
+    head, marker, tail = text.partition(YAML_MARKER)
+    if not marker:
+        raise ValueError(f"prefect.yaml: no line starting {YAML_MARKER.strip()!r}")
+    comment = marker + "".join(tail.splitlines(keepends=True)[:2])  # the comment's 2 lines
+    lines = [
+        f"  - {{<<: *stage, name: {name}, parameters: {{stage: {name}, "
+        f"storage_root: {YAML_STORAGE_ROOT}}}}}\n"
+        for name in stages.names()
+    ]
+    return head + comment + "".join(lines)
+
+
 def serve_deployments(config: PipelineConfig) -> None:
     """Register and serve every deployment until interrupted (Ctrl-C)."""
     from prefect import serve
 
     ensure_concurrency_limit(config.run.train_concurrency_limit)
     serve(*build_deployments(config), print_starting_message=True)
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    from pipeline.store.fs import atomic_write
+
+    path = Path(__file__).parents[1] / "prefect.yaml"
+    atomic_write(path, prefect_yaml(path.read_text()))

@@ -9,7 +9,6 @@ unchanged config and data reuses the trained model. Training works in a stable f
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -200,23 +199,12 @@ def evaluate_flow(
 MODEL_STAGE_FLOWS = {"train": train_flow, "evaluate": evaluate_flow}
 
 
-def run_model_stage_standalone(
-    stage: str,
-    config: PipelineConfig,
-    input_path: Path,
-    output_path: Path,
-    tokens: Path | None = None,
-    resume: bool = False,
+def run_model_stage(
+    stage: str, config: PipelineConfig, versions: dict[str, Any], run_id: str, force: bool = False
 ) -> dict[str, Any]:
-    """`llmforge stage train|evaluate --input ... --output ...` without a run record."""
-    from model.evaluate import evaluate
-    from model.train import train
-
-    if stage == "train":
-        summary = train(config.train, input_path, output_path, resume)
-    else:
-        checkpoint = input_path / "checkpoint.pt" if input_path.is_dir() else input_path
-        if tokens is None:
-            raise DataError("stage evaluate: give --tokens TOKEN_DATASET_DIR")
-        summary = evaluate(config.evaluate, checkpoint, tokens, output_path)
-    return {"counts": {"docs_in": 0, "docs_out": 0, "drops": {}, "extra": summary}}
+    """Run a model stage of run `run_id` (train through `run.train_deployment` if set)."""
+    if stage == "train" and config.run.train_deployment:
+        return train_via_deployment(config, versions, run_id, force)
+    if stage not in MODEL_STAGE_FLOWS:
+        raise DataError(f"stage '{stage}' has no model flow (flows/model.py)")
+    return MODEL_STAGE_FLOWS[stage](config, versions, run_id, force)

@@ -16,24 +16,30 @@ from prefect.utilities.urls import url_for
 
 from flows.data import stage_flow
 from flows.executor import shutdown_pool
-from flows.model import MODEL_STAGE_FLOWS, train_via_deployment
+from flows.model import run_model_stage
+from pipeline import stages
 from pipeline.config import PipelineConfig, config_from_dict
 from pipeline.errors import EmptyStageError
 from pipeline.report import build_report
-from pipeline.stages import preflight, stages_to_run
 from pipeline.store.gc import clean_stale
 from pipeline.store.runs import RunRecord, earlier_versions
 from pipeline.store.versions import RunId, Storage, check_run_id
 
 
-def with_earlier_dedup_versions(
-    config: PipelineConfig, storage: Storage, run_id: str
-) -> PipelineConfig:
-    """Dedup against the dedup versions of earlier runs with the same name (weekly crawls)."""
-    earlier = earlier_versions(storage, config.run.name, "dedup", run_id)
-    config = config.model_copy(deep=True)
-    config.dedup.against = [str(path) for path in earlier]
-    return config
+def earlier_refs(config: PipelineConfig, storage: Storage, run_id: str) -> dict[str, list]:
+    """For each stage that reads its own earlier versions (dedup), those of earlier completed
+    runs with the same name (weekly crawls, run.dedup_against_previous_runs), as
+    `{stage, version_id}` refs: ids, never paths, so version ids do not depend on the root."""
+    if not config.run.dedup_against_previous_runs:
+        return {}
+    return {
+        stage.name: [
+            {"stage": stage.name, "version_id": folder.name}
+            for folder in earlier_versions(storage, config.run.name, stage.name, run_id)
+        ]
+        for stage in stages.STAGES
+        if stage.earlier is not None
+    }
 
 
 def only_seen_before(error: EmptyStageError) -> bool:
@@ -94,7 +100,7 @@ def pipeline_flow(
         check_run_id(run_id)
     if overrides:
         config = config_from_dict(config.model_dump(mode="json"), overrides)
-    preflight(config, stages_to_run(config))
+    stages.preflight(config, stages.stages_to_run(config))
     logger = get_run_logger()
     storage = Storage.at(config.run.storage_root, config.run.verify)
     # Runs killed without a chance to record their end, and their temp folders.
@@ -106,23 +112,17 @@ def pipeline_flow(
         "flow_run_url": url_for("flow-run", obj_id=flow_run.get_id()),
     }
     record.save()
-    logger.info("run %s: stages %s", record.run_id, " → ".join(stages_to_run(config)))
+    logger.info("run %s: stages %s", record.run_id, " → ".join(stages.stages_to_run(config)))
     upstream: dict[str, Any] | None = None
-    if config.run.dedup_against_previous_runs:
-        config = with_earlier_dedup_versions(config, storage, record.run_id)
+    earlier = earlier_refs(config, storage, record.run_id)
     try:
-        for stage in stages_to_run(config):
-            if stage == "train" and config.run.train_deployment:
-                summary = train_via_deployment(
-                    config, record.data["versions"], record.run_id, force
-                )
-            elif stage in MODEL_STAGE_FLOWS:
-                summary = MODEL_STAGE_FLOWS[stage](
-                    config, record.data["versions"], record.run_id, force
-                )
+        for stage in stages.stages_to_run(config):
+            if stages.is_model(stage):
+                versions = record.data["versions"]
+                summary = run_model_stage(stage, config, versions, record.run_id, force)
             else:
                 try:
-                    summary = stage_flow(stage, config)(config, upstream, force)
+                    summary = stage_flow(stage, config)(config, upstream, force, earlier.get(stage))
                 except EmptyStageError as exc:
                     if not only_seen_before(exc):
                         raise

@@ -33,18 +33,19 @@ def rerun_stage_flow(
     check_run_id(run_id)
     storage = Storage.at(config.run.storage_root, config.run.verify)
     record = RunRecord.load(storage, run_id)
-    upstream_stage = stages.spec(stage).upstream
+    upstream_stage = stages.upstream(stage)
     upstream = record.data["versions"].get(upstream_stage) if upstream_stage else None
-    needs_upstream = upstream_stage and not (stage == "extract" and config.source.kind != "crawl")
+    # Extract from WARC files or other tools' documents reads no crawl version.
+    needs_upstream = upstream_stage is not None and stages.runs(upstream_stage, config)
     if needs_upstream and upstream is None:
         raise DataError(f"run {run_id} has no '{upstream_stage}' version to rerun '{stage}' on")
     try:
-        if stage in stages.DATA_STAGES:
-            summary = stage_flow(stage, config)(config, upstream, force)
-        else:
+        if stages.is_model(stage):
             from flows.model import MODEL_STAGE_FLOWS
 
             summary = MODEL_STAGE_FLOWS[stage](config, record.data["versions"], run_id, force)
+        else:
+            summary = stage_flow(stage, config)(config, upstream, force)
     finally:
         shutdown_pool()
     record.data.setdefault("reruns", []).append(

@@ -1,29 +1,27 @@
 """The run configuration: one TOML file per configuration in configs/, `--set key=value` on top.
 
-Each concern's config model lives beside its code (CrawlConfig in pipeline/crawl/crawler.py, ...);
-this module only composes them. Unknown keys and wrong types fail with one line naming the
+Each stage's config model lives in its own package (CrawlConfig in pipeline/crawl/crawler.py,
+...) and is the section named after the stage; this module composes them from the stage list
+(`pipeline.stages.STAGES`). Unknown keys and wrong types fail with one line naming the
 dotted key, e.g. `config error: filter.gopher_quality.min_doc_wordz: unknown key`.
 """
 
 from __future__ import annotations
 
+import functools
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from model.config import EvalConfig, TrainConfig
-from pipeline.crawl.crawler import CrawlConfig
-from pipeline.dedup import DedupConfig
+from pipeline import stages
 from pipeline.errors import ConfigError
-from pipeline.extract.extractor import ExtractConfig
 from pipeline.extract.sources import DocumentsConfig
-from pipeline.filters import FilterConfig
-from pipeline.tokenize.tokenizer import TokenizeConfig
+from pipeline.stage import Stage
 
-STAGES = ("crawl", "extract", "filter", "dedup", "tokenize", "train", "evaluate")
-Stage = Literal["crawl", "extract", "filter", "dedup", "tokenize", "train", "evaluate"]
+# The stage names as a type (`run.until`, the stage deployment's form).
+StageName = Literal[tuple(stages.names())]  # type: ignore[valid-type]
 
 
 class RunSettings(BaseModel):
@@ -37,7 +35,7 @@ class RunSettings(BaseModel):
     executor: Literal["local", "dask"] = "local"
     dask_address: str | None = None  # tcp://host:8786; None with executor="dask" = LocalCluster
     # Last stage to run: "tokenize" stops after the data half.
-    until: Stage = "evaluate"
+    until: StageName = stages.names()[-1]  # type: ignore[valid-type]
     # Train through this Prefect deployment ("train/gpu", e.g. on a GPU work pool) instead of
     # in-process; the flow waits for it and then reads the model version it built.
     train_deployment: str | None = None
@@ -77,22 +75,45 @@ class SourceConfig(DocumentsConfig):
     snapshot: str = ""
 
 
-class PipelineConfig(BaseModel):
+class RunConfig(BaseModel):
+    """The sections every run config has; `config_model` adds one per stage."""
+
     model_config = ConfigDict(extra="forbid")
 
     run: RunSettings = RunSettings()
     schedule: ScheduleConfig = ScheduleConfig()
     source: SourceConfig = SourceConfig()
-    crawl: CrawlConfig = CrawlConfig()
-    extract: ExtractConfig = ExtractConfig()
-    filter: FilterConfig = FilterConfig()
-    dedup: DedupConfig = DedupConfig()
-    tokenize: TokenizeConfig = TokenizeConfig()
-    train: TrainConfig = TrainConfig()
-    evaluate: EvalConfig = EvalConfig()
 
     def stage_config(self, stage: str) -> BaseModel:
         return getattr(self, stage)
+
+
+@functools.cache
+def config_model(stage_list: tuple[Stage, ...], base: type[RunConfig] = RunConfig) -> type[Any]:
+    """`base` with a section per stage (its own config model) and `run.until` one of them."""
+    names = tuple(stage.name for stage in stage_list)
+    until = Literal[names]  # type: ignore[valid-type]
+    run = create_model("RunSettings", __base__=RunSettings, until=(until, names[-1]))
+    sections: dict[str, Any] = {
+        stage.name: (stage.config, Field(default_factory=stage.config)) for stage in stage_list
+    }
+    return create_model(
+        "PipelineConfig", __base__=base, run=(run, Field(default_factory=run)), **sections
+    )
+
+
+DEFAULT_STAGES = tuple(stages.STAGES)
+
+
+class PipelineConfig(config_model(DEFAULT_STAGES)):  # type: ignore[misc]
+    """The whole run configuration: run settings, schedule, source, one section per stage."""
+
+
+def current_model() -> type[PipelineConfig]:
+    """PipelineConfig, or (a stage added to `stages.STAGES` at run time) a subclass with its
+    section too."""
+    listed = tuple(stages.STAGES)
+    return PipelineConfig if listed == DEFAULT_STAGES else config_model(listed, PipelineConfig)
 
 
 def parse_value(text: str) -> Any:
@@ -153,16 +174,6 @@ def config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -
     for assignment in overrides or []:
         apply_override(data, assignment)
     try:
-        return PipelineConfig.model_validate(data)
+        return current_model().model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc.errors()[0])) from None
-
-
-def validate_section(model: type[BaseModel], data: dict[str, Any], prefix: str) -> BaseModel:
-    """Validate one stage's section (for `llmforge stage`), errors naming `prefix.key`."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        error = {**error, "loc": (prefix, *error["loc"])}
-        raise ConfigError(_describe(error)) from None

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from pipeline.lifeline import die_with_parent
@@ -27,24 +28,61 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class Stage:
-    """Everything the rest of the project needs to know about one stage."""
+    """Everything the rest of the project needs to know about one stage.
+
+    A stage reads the version of the stage before it in `pipeline/stages.py`'s list (its
+    upstream), so inserting a stage there is one line. Hooks that most stages leave as None
+    carry the few special cases (crawl progress, filter re-deciding from stored signals, dedup
+    against earlier weeks) so flows never test a stage's name.
+    """
 
     name: str  # also its section of the run config (`[filter]`) and its versions/ folder
     config: type  # its config model (pydantic), defined in its own package
-    upstream: str | None  # the stage whose version it reads (None: seeds or external files)
     # Its own code, globs relative to the repository root: editing them changes its version id.
     code: tuple[str, ...]
     # Distributions whose version shapes its output (trafilatura, tiktoken, torch, ...).
     libraries: tuple[str, ...] = ()
     # (run config, upstream Version | None) -> (what it reads, how that enters the version id)
     resolve: Callable[[Any, Any], tuple[Any, list[dict[str, Any]]]] | None = None
-    # (config section, source, out Folder, pmap) -> StageResult
+    # (config section, source, out folder, pmap) -> StageResult
     run: Callable[..., StageResult] | None = None
     # Cheap checks on the run config before any work (seeds, paths, BPE files): one line each.
     check: Callable[[Any], None] | None = None
-    # What `llmforge stage NAME --input PATH` reads (None: the stage needs --run).
-    standalone: Callable[..., Any] | None = None
-    kind: str = "data"  # "data" (documents/tokens) or "model" (train, evaluate)
+    # Whether a run config runs this stage at all (None: always; crawl: source.kind = "crawl").
+    active: Callable[[Any], bool] | None = None
+    # (input path, `source` section) -> what `llmforge stage NAME --input PATH` reads
+    # (None, and no `command`: the stage needs --run).
+    standalone: Callable[[Path, Any], Any] | None = None
+    kind: str = "data"  # "data" (documents/tokens: flows/data.py) or "model" (flows/model.py)
+    # Optional hooks, None for most stages:
+    # (config section, update(done, total)) -> source: a stage that reports its own progress.
+    progress: Callable[[Any, Callable[[int, int], None]], Any] | None = None
+    # (storage, plan, config section, source) -> source | None: reuse stored work of an earlier
+    # version with the same output (filter: signals measured under other thresholds).
+    reuse: Callable[[Any, Any, Any, Any], Any] | None = None
+    # (source, earlier versions of this stage) -> source: the stage also reads its own
+    # versions of earlier runs (dedup, with run.dedup_against_previous_runs).
+    earlier: Callable[[Any, list[Any]], Any] | None = None
+    # Model stages run `llmforge stage NAME --input --output` themselves:
+    # (run config, input, output, options) -> manifest; `options` names the CLI options they
+    # take (train: resume, evaluate: tokens); `check_input(input, tokens)` checks token input.
+    command: Callable[[Any, Path, Path, dict[str, Any]], dict[str, Any]] | None = None
+    options: tuple[str, ...] = ()
+    check_input: Callable[[Path, Path | None], None] | None = None
+    # counts["extra"] -> one line for the CLI (None: docs in/out and drops).
+    describe: Callable[[dict[str, Any]], str] | None = None
+
+
+def version_input(version: Any) -> dict[str, str]:
+    """How an upstream version enters a version id: by stage and id, never by path."""
+    return {"stage": version.stage, "version_id": version.version_id}
+
+
+def source_input(paths: Sequence[Path]) -> dict[str, str]:
+    """External inputs (user WARC files, a documents folder) enter the id by content."""
+    from pipeline.store.versions import fingerprint_files
+
+    return {"source": "files", "fingerprint": fingerprint_files(list(paths))}
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Modules: `exact` (normalization, exact hash), `signatures` (vectorized MinHash), `lsh` (banded
 LSH as an on-disk partitioned sort), `components` (clusters, survivors), `incremental` (dedup
 against earlier versions), `config` (DedupConfig), `shards` (per-shard units), `stage`
-(the four phases and `run`).
+(the four phases and `run`), `spec` (the Stage the pipeline lists).
 """
 
 from pipeline.dedup.components import Clustering, cluster_documents, preference
@@ -19,9 +19,11 @@ from pipeline.dedup.lsh import (
 )
 from pipeline.dedup.shards import SignTask, WriteTask, sign_shard, write_shard
 from pipeline.dedup.signatures import Signer, shingle_hash, word_shingles
+from pipeline.dedup.spec import STAGE
 from pipeline.dedup.stage import find_duplicates, run
 
 __all__ = [
+    "STAGE",
     "BandTask",
     "Clustering",
     "DedupConfig",

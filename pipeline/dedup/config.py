@@ -41,7 +41,9 @@ class DedupConfig(BaseModel):
     # 0.7-0.8 it fell from 0.74-0.85 to 0.68-0.75.
     verify_threshold: float | None = Field(0.7, ge=0.0, le=1.0)
     # Earlier dedup version folders (each with signatures/): new documents matching one of
-    # their documents are removed as dedup_exact_previous / dedup_near_previous.
+    # their documents are removed as dedup_exact_previous / dedup_near_previous. For
+    # `llmforge stage dedup` and Python callers; pipeline runs pass earlier versions as
+    # `{stage, version_id}` inputs instead (run.dedup_against_previous_runs), never paths.
     against: list[str] = []
 
     @model_validator(mode="after")

@@ -1,7 +1,8 @@
 """Incremental dedup: new documents against the signatures of earlier dataset versions.
 
-`DedupConfig.against` lists earlier dedup version folders; each keeps `signatures/` (one row
-per document that version saw, kept or removed). Their documents join this run's LSH and
+`DedupConfig.against` lists earlier dedup version folders (a pipeline run adds those of its
+earlier versions, found by id through the storage: `spec.py`); each keeps `signatures/` (one
+row per document that version saw, kept or removed). Their documents join this run's LSH and
 exact groups as nodes numbered after the new ones, with three rules:
 
 - earlier documents are never removed (they belong to a published version) and never linked

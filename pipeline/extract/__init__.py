@@ -2,5 +2,6 @@
 wrote (Parquet/JSONL: `sources.py`), into document shards."""
 
 from pipeline.extract.extractor import ExtractConfig, run
+from pipeline.extract.spec import STAGE
 
-__all__ = ["ExtractConfig", "run"]
+__all__ = ["STAGE", "ExtractConfig", "run"]

@@ -16,11 +16,13 @@ from pipeline.filters.gopher_repetition import GopherRepetitionConfig, GopherRep
 from pipeline.filters.language import LanguageConfig, LanguageFilter
 from pipeline.filters.pii import PIIConfig, PIIFilter
 from pipeline.filters.shard import FilterTask, filter_document, filter_shard
+from pipeline.filters.spec import STAGE
 from pipeline.filters.stage import retune, run
 from pipeline.filters.url import UrlConfig, UrlFilter
 
 __all__ = [
     "FILTERS",
+    "STAGE",
     "C4BadWordsConfig",
     "C4BadWordsFilter",
     "C4Config",

@@ -23,7 +23,7 @@ from pipeline.documents import SHARD_GLOB, iter_batches, read_table
 from pipeline.errors import DataError
 from pipeline.filters.base import Rule
 from pipeline.filters.config import FILTERS
-from pipeline.stages import DATA_STAGES
+from pipeline.stages import names
 from pipeline.store.runs import RunRecord
 from pipeline.store.versions import MANIFEST, Storage, read_json
 
@@ -154,7 +154,7 @@ def load_stages(storage: Storage, record: RunRecord) -> tuple[dict[str, StageInf
     """The run's data stages in pipeline order, each from its manifest when it still exists."""
     stages, notes = {}, []
     versions = record.data.get("versions", {})
-    for stage in DATA_STAGES:
+    for stage in names("data"):
         summary = versions.get(stage)
         if summary is None:
             notes.append(f"{stage}: not part of this run")

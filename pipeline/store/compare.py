@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.stages import SPECS
+from pipeline.stages import names
 from pipeline.store.runs import RunRecord
 from pipeline.store.versions import Storage, read_json
 
@@ -131,7 +131,7 @@ def _metric(side: RunSide, where: str, path: tuple[str, ...]) -> Any:
 def compare_runs(storage: Storage, run_a: str, run_b: str) -> Comparison:
     """Both runs side by side; metrics are filled in even when refused (the caller decides)."""
     a, b = load_side(storage, run_a), load_side(storage, run_b)
-    stages = [s for s in SPECS if s in a.versions or s in b.versions]
+    stages = [s for s in names() if s in a.versions or s in b.versions]
     return Comparison(
         a,
         b,

@@ -12,15 +12,15 @@ import json
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.stages import SPECS
+from pipeline.stages import names
 from pipeline.store.runs import RunRecord
 from pipeline.store.versions import MANIFEST, Storage, read_json
 
-STAGE_ORDER = list(SPECS)  # crawl ... evaluate
-
 
 def _rank(stage: str) -> int:
-    return STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
+    """Position in pipeline order (crawl ... evaluate); unknown stages last."""
+    order = names()
+    return order.index(stage) if stage in order else len(order)
 
 
 def _head(record: RunRecord) -> dict[str, Any]:
@@ -55,12 +55,12 @@ def _entry(storage: Storage, record: RunRecord, stage: str, version_id: str) -> 
         code_version=manifest.get("code_version"),
     )
     extra = entry["counts"].get("extra") or {}
-    if stage == "crawl":
+    if any(i.get("source") == "seeds" for i in entry["inputs"]):  # a crawl
         entry["seeds"] = (entry["config"] or {}).get("seeds") or extra.get("seeds") or []
         entry["warc_files"] = extra.get("warc_files") or []
     sources = [dict(i) for i in entry["inputs"] if "source" in i]
     for source in sources:
-        if stage == "extract" and source.get("source") == "files":
+        if source.get("source") == "files":
             # The fingerprint is of the files' contents; their names are in the run's config.
             source["warc_paths"] = (
                 (record.data.get("config") or {}).get("source", {}).get("warc_paths", [])

@@ -135,3 +135,12 @@ def test_prefect_yaml_deploys_through_work_pools(prefect_api):
     pools = {d["name"]: d["work_pool_name"] for d in response if d["work_pool_name"]}
     assert pools["gpu"] == "llmforge-gpu" and pools["weekly"] == "llmforge-data"
     assert {"crawl", "filter", "evaluate"} <= set(pools)
+
+
+def test_prefect_yaml_lists_every_stage():
+    """prefect.yaml's stage deployments are the stage list (`python -m flows.deploy`)."""
+    from flows.deploy import prefect_yaml
+
+    text = (REPO / "prefect.yaml").read_text()
+    assert prefect_yaml(text) == text
+    assert prefect_yaml(text.replace("name: dedup,", "name: dedupe,")) == text

@@ -75,3 +75,24 @@ def test_weekly_runs_reuse_unchanged_weeks_and_skip_old_pages(weeks, tmp_path):
 
 def dedup_id(record):
     return record["versions"]["dedup"]["version_id"]
+
+
+@pytest.mark.slow
+def test_weekly_version_ids_do_not_depend_on_the_storage_root(weeks, tmp_path):
+    """Earlier weeks enter dedup's version id as `{stage, version_id}`, never as paths: the
+    same weeks under two storage roots give the same ids, and no manifest names its root."""
+    import json
+
+    week1, week3 = weeks
+    ids = []
+    for root in (tmp_path / "a", tmp_path / "elsewhere" / "b"):
+        first = _week(root, week1, "w1")
+        third = _week(root, week3, "w3")
+        ids.append({stage: v["version_id"] for stage, v in third["versions"].items()})
+        manifest = json.loads(
+            (root / "versions" / "dedup" / dedup_id(third) / "manifest.json").read_text()
+        )
+        assert {"stage": "dedup", "version_id": dedup_id(first)} in manifest["inputs"]
+        plan = json.dumps([manifest["config"], manifest["inputs"]])
+        assert str(tmp_path) not in plan and manifest["config"]["against"] == []
+    assert ids[0] == ids[1]

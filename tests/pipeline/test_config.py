@@ -75,7 +75,7 @@ def test_bad_files_name_the_file(tmp_path):
 def test_snapshot_label_formats_dates():
     from datetime import UTC, datetime
 
-    from pipeline.stages import snapshot_label
+    from pipeline.crawl import snapshot_label
 
     monday = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)
     assert snapshot_label("%G-W%V", monday) == "2026-W48"

@@ -15,15 +15,17 @@ import pytest
 
 from pipeline.crawl.crawler import CrawlConfig
 from pipeline.dedup import DedupConfig
+from pipeline.document_stage import documents_dir
 from pipeline.errors import DataError
 from pipeline.extract.extractor import ExtractConfig
+from pipeline.extract.spec import warc_files_of
 from pipeline.filters import FilterConfig
 from pipeline.report import ReportConfig, build_report
 from pipeline.report.collect import ReasonRow
 from pipeline.report.render import _reasons_section, escape, render_html
 from pipeline.sample_site.server import serve_site
 from pipeline.sample_site.site import SampleSiteConfig, generate_site
-from pipeline.stages import documents_dir, execute, plan, version_input, warc_files_of
+from pipeline.stages import execute, plan, version_input
 from pipeline.store.runs import RunRecord
 from pipeline.store.versions import Storage, build_version
 from pipeline.tokenize.tokenizer import TokenizeConfig
@@ -59,24 +61,24 @@ def store(tmp_path_factory):
             allow_private_addresses=True,  # the sample site is on 127.0.0.1
         )
         v = {"crawl": _build(storage, "crawl", config, None, [{"source": "seeds"}])}
-    warcs = warc_files_of(v["crawl"].path)
+    warcs = warc_files_of(v["crawl"])
     v["extract"] = _build(storage, "extract", ExtractConfig(), warcs, [version_input(v["crawl"])])
     upstream = v["extract"]
     for stage, config in [("filter", FilterConfig()), ("dedup", DedupConfig())]:
-        source = documents_dir(upstream.path)
+        source = documents_dir(upstream)
         v[stage] = upstream = _build(storage, stage, config, source, [version_input(upstream)])
     v["tokenize"] = _build(
         storage,
         "tokenize",
         TokenizeConfig(val_fraction=0.1),
-        documents_dir(v["dedup"].path),
+        documents_dir(v["dedup"]),
         [version_input(v["dedup"])],
     )
     no_fineweb = _build(
         storage,
         "filter",
         FilterConfig.model_validate({"fineweb": {"enabled": False}}),
-        documents_dir(v["extract"].path),
+        documents_dir(v["extract"]),
         [version_input(v["extract"])],
     )
     gone = {**v["dedup"].summary(), "version_id": "0" * 16}  # deleted since (gc)

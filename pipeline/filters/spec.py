@@ -1,0 +1,85 @@
+"""The filter stage as the pipeline sees it: the extract version's documents (or other tools'
+files) through the configured filters; new thresholds re-decide from stored signals."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pipeline.document_stage import documents_dir, open_documents, reading_documents
+from pipeline.errors import DataError
+from pipeline.filters.config import FilterConfig, signals_config, thresholds_only_change
+from pipeline.filters.stage import run as run_filters
+from pipeline.stage import ParallelMap, Stage, StageResult, version_input
+from pipeline.store.versions import short_hash
+
+log = logging.getLogger(__name__)
+
+
+def resolve(config: Any, upstream: Any) -> tuple[Path, list[dict[str, str]]]:
+    """The upstream documents; user blocklist files enter the id by content, not by path."""
+    if upstream is None:
+        raise DataError("stage 'filter' needs the output of the stage before it")
+    lists = {"source": "filter-lists", "fingerprint": short_hash(signals_config(config.filter))}
+    return documents_dir(upstream), [version_input(upstream), lists]
+
+
+def retune_donor(storage: Any, plan: Any, config: FilterConfig) -> Path | None:
+    """Attributes of an earlier filter version that differs only in thresholds, if any.
+
+    Re-deciding from stored signals gives the same output as a full run (tested in
+    tests/pipeline/test_filters_attributes.py), so the new version keeps its planned id and
+    only skips recomputing the signals.
+    """
+    from pipeline.store.versions import read_json
+
+    folder = storage.versions_dir / plan.stage
+    for manifest_path in sorted(folder.glob("*/manifest.json")) if folder.is_dir() else []:
+        manifest = read_json(manifest_path)
+        if manifest["inputs"][:1] != plan.inputs[:1]:
+            continue
+        if manifest["code_version"] != plan.code_version:
+            continue
+        if thresholds_only_change(FilterConfig.model_validate(manifest["config"]), config):
+            return manifest_path.parent / "attributes"
+    return None
+
+
+def reuse(storage: Any, plan: Any, config: FilterConfig, source: Any) -> Any:
+    """`(documents, attributes)` when an earlier version's stored signals can decide."""
+    from pipeline.store.versions import load_version
+
+    donor = retune_donor(storage, plan, config)
+    if donor is None:
+        return None
+    load_version(storage, plan.stage, donor.parent.name)  # checked before reading it
+    log.info("filter: re-deciding from stored signals in %s", donor)
+    return source, donor
+
+
+def run(
+    config: FilterConfig, source: tuple[Path, Path | None], out: Any, pmap: ParallelMap
+) -> StageResult:
+    documents, attributes_from = source
+    return run_filters(config, documents, out, pmap, attributes_from=attributes_from)
+
+
+STAGE = Stage(
+    name="filter",
+    config=FilterConfig,
+    code=(
+        "pipeline/filters/*.py",
+        "pipeline/filters/data/*",
+        "pipeline/documents.py",
+        "pipeline/document_stage.py",
+        "pipeline/stage.py",
+        "pipeline/langid.py",
+        "pipeline/contamination.py",
+    ),
+    libraries=("py3langid",),
+    resolve=resolve,
+    run=reading_documents(run, languages=True),  # only the language filter uses languages
+    standalone=open_documents,
+    reuse=reuse,
+)
