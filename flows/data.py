@@ -17,7 +17,7 @@ from flows.monitor import Progress
 from pipeline import stages
 from pipeline.config import PipelineConfig
 from pipeline.errors import EmptyStageError
-from pipeline.store.versions import Storage, Version, build_version, find_version, load_version
+from pipeline.store.versions import Storage, Version, build_version, find_version
 
 
 @task(name="reuse-version", persist_result=False)
@@ -54,14 +54,13 @@ def run_data_stage(
     plan = stages.plan(stage, config.stage_config(stage), inputs)
     version = None if force else find_version(storage, plan)
     if version is not None:
-        reuse_version(stage, version.version_id, str(version.path))
+        reuse_version(stage, version.version_id, version.folder.url)
         logger.info("%s: reusing version %s", stage, version.version_id)
     else:
         logger.info("%s: building version %s", stage, plan.version_id)
         if stage == "filter" and (donor := stages.retune_donor(storage, plan, config.filter)):
-            load_version(storage, "filter", donor.parent.name)  # check before reading it
-            logger.info("filter: re-deciding from stored signals in %s", donor)
-            source = (source, donor)
+            logger.info("filter: re-deciding from stored signals of %s", donor.folder)
+            source = (source, donor.path / "attributes")
         progress = Progress(f"{stage}-progress", f"{stage} version {plan.version_id}")
         if stage == "crawl":
             source = _crawl_progress(progress, config.crawl.max_pages)

@@ -21,6 +21,7 @@ from pipeline import stages
 from pipeline.config import PipelineConfig
 from pipeline.errors import DataError
 from pipeline.stage import StageResult
+from pipeline.store.fs import atomic_path
 from pipeline.store.runs import RunRecord
 from pipeline.store.versions import (
     RunId,
@@ -41,17 +42,19 @@ def _model_result(summary: dict[str, Any]) -> StageResult:
 
 
 def _link_artifacts(record: RunRecord, version: Version, names: tuple[str, ...]) -> None:
-    """Symlink a version's files into runs/<run_id>/ and list them in run.json."""
+    """List a version's files in run.json; in a local run folder also symlink them there (a
+    URL root has no symlinks: the artifact is the file's URL)."""
     links = {}
     for name in names:
-        target = version.path / name
-        if not target.exists():
+        if not version.folder.is_file(name):
             continue
-        link = record.dir / name
-        tmp = link.with_name(f".{name}.tmp")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(os.path.relpath(target, record.dir))
-        os.replace(tmp, link)
+        if not record.folder.is_local:
+            links[name] = version.folder.url_of(name)
+            continue
+        run_dir = record.folder.local_path()
+        link = run_dir / name
+        with atomic_path(link) as tmp:
+            tmp.symlink_to(os.path.relpath(version.path / name, run_dir))
         links[name] = str(link)
     record.add_artifacts(links)
 
@@ -67,7 +70,7 @@ def train_version(
     plan = stages.plan("train", config.train, [stages.version_input(tokens)])
     version = None if force else find_version(storage, plan)
     if version is not None:
-        reuse_version("train", version.version_id, str(version.path))
+        reuse_version("train", version.version_id, version.folder.url)
         return version
     work = storage.work_dir("train", plan.version_id)
     can_resume = resume and not force and (work / "checkpoint.pt").exists()
@@ -99,7 +102,9 @@ def train_version(
         version = build_version(
             storage,
             plan,
-            lambda out: _model_result(train(config.train, tokens.path, out, can_resume, log)),
+            lambda out: _model_result(
+                train(config.train, tokens.path, out.local_path(), can_resume, log)
+            ),
             replace=force,
             work_dir=work,
         )
@@ -122,13 +127,15 @@ def evaluate_version(
     plan = stages.plan("evaluate", config.evaluate, inputs)
     version = None if force else find_version(storage, plan)
     if version is not None:
-        reuse_version("evaluate", version.version_id, str(version.path))
+        reuse_version("evaluate", version.version_id, version.folder.url)
         return version
     checkpoint = trained.path / "checkpoint.pt"
     return build_version(
         storage,
         plan,
-        lambda out: _model_result(evaluate(config.evaluate, checkpoint, tokens.path, out)),
+        lambda out: _model_result(
+            evaluate(config.evaluate, checkpoint, tokens.path, out.local_path())
+        ),
         replace=force,
     )
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import httpx
 
 import pipeline
-from pipeline.store.versions import Storage, write_json_atomic
+from pipeline.store.fs import atomic_write, dumps_json
+from pipeline.store.versions import Storage
 
 STATE_FILE = "server.json"
 # A fresh database takes ~12 s to become healthy on this machine kind (REFERENCE.md);
@@ -40,7 +41,8 @@ QUIET_ENV = {
 
 
 def configure_environment(storage: Storage) -> None:
-    """Keep Prefect's home, profile and database inside the storage root; no telemetry."""
+    """Keep Prefect's home, profile and database in the storage root's machine-local folder
+    (`storage.local`: the root itself, or a cache folder for a URL root); no telemetry."""
     os.environ.setdefault("PREFECT_HOME", str(storage.prefect_home))
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
@@ -137,7 +139,7 @@ def start_server(storage: Storage) -> dict:
                 "ui_url": f"http://127.0.0.1:{port}",
                 "log": str(log_path),
             }
-            write_json_atomic(_state_path(storage), state)
+            atomic_write(_state_path(storage), dumps_json(state))
             return state
         time.sleep(0.5)
     process.terminate()

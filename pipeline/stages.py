@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from pipeline.errors import DataError
 from pipeline.stage import ParallelMap, StageResult, serial_map
+from pipeline.store.fs import Folder
 from pipeline.store.versions import (
     Version,
     VersionPlan,
@@ -186,7 +187,11 @@ RUNNERS: dict[str, Runner] = {
 
 
 def execute(
-    stage: str, config: BaseModel, source: Any, out_dir: Path, pmap: ParallelMap = serial_map
+    stage: str,
+    config: BaseModel,
+    source: Any,
+    out_dir: Path | Folder,
+    pmap: ParallelMap = serial_map,
 ) -> StageResult:
     """Run one data stage into `out_dir`.
 
@@ -195,6 +200,8 @@ def execute(
     (`<version>/data`) of the upstream stage, or `sources.SourceFiles` (Parquet/JSONL from
     other tools), converted into `out_dir/.input` first and deleted after.
     """
+    if isinstance(out_dir, Folder) and out_dir.is_local:
+        out_dir = out_dir.local_path()  # runners that still take a Path (build_version: Folder)
     return RUNNERS[stage](config, source, out_dir, pmap)
 
 
@@ -268,25 +275,27 @@ def documents_source(source: Any, fingerprint: bool = True) -> tuple[Any, list[d
     return sources.SourceFiles(tuple(files), settings), [entry]
 
 
-def retune_donor(storage: Any, plan: VersionPlan, config: BaseModel) -> Path | None:
-    """Attributes of an earlier filter version that differs only in thresholds, if any.
+def retune_donor(storage: Any, plan: VersionPlan, config: BaseModel) -> Version | None:
+    """An earlier filter version that differs only in thresholds, if any (checked against its
+    manifest before use): its stored attributes are re-decided instead of recomputed.
 
     Re-deciding from stored signals gives the same output as a full run (tested in
     tests/pipeline/test_filters_attributes.py), so the new version keeps its planned id and
     only skips recomputing the signals.
     """
     from pipeline.filters import FilterConfig, thresholds_only_change
-    from pipeline.store.versions import read_json
+    from pipeline.store.versions import MANIFEST
+    from pipeline.store.versions import load_version as load
 
-    folder = storage.versions_dir / "filter"
-    for manifest_path in sorted(folder.glob("*/manifest.json")) if folder.is_dir() else []:
-        manifest = read_json(manifest_path)
+    folder = storage.versions / "filter"
+    for name in folder.list(f"*/{MANIFEST}", files_only=False):
+        manifest = folder.read_json(name)
         if manifest["inputs"][:1] != plan.inputs[:1]:
             continue
         if manifest["code_version"] != plan.code_version:
             continue
         if thresholds_only_change(FilterConfig.model_validate(manifest["config"]), config):
-            return manifest_path.parent / "attributes"
+            return load(storage, "filter", name.split("/", 1)[0])
     return None
 
 
@@ -361,7 +370,7 @@ def run_standalone(
             output_path.rmdir()  # empty (checked above): the rename needs it gone
         version.path.rename(output_path)
     finally:
-        shutil.rmtree(work.root, ignore_errors=True)
+        shutil.rmtree(work.local, ignore_errors=True)
     return version.manifest
 
 
@@ -371,11 +380,12 @@ def without_same_input(config: Any, upstream: Version) -> Any:
     A rerun of the same week must reuse its own dedup version, not find every document
     "seen before" in it.
     """
-    from pipeline.store.versions import read_json
+    from pipeline.store.fs import Folder
+    from pipeline.store.versions import MANIFEST
 
     kept = []
     for path in config.dedup.against:
-        manifest = read_json(Path(path) / "manifest.json")
+        manifest = Folder(path).read_json(MANIFEST)
         if manifest.get("inputs", [{}])[0].get("version_id") != upstream.version_id:
             kept.append(path)
     config = config.model_copy(deep=True)
