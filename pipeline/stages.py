@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from pipeline.errors import DataError
 from pipeline.stage import ParallelMap, StageResult, serial_map
-from pipeline.store.fs import Folder
+from pipeline.store.fs import Folder, as_folder
 from pipeline.store.versions import (
     Version,
     VersionPlan,
@@ -148,9 +148,9 @@ def with_documents(stage: str, run: Runner) -> Runner:
                 read = read.model_copy(update={"detect_language": False})
             sources.ingest(read, documents.files, converted, pmap)
             documents = converted / "data"
-        check_documents(stage, Path(documents))
+        check_documents(stage, documents)
         try:
-            return run(config, (Path(documents), rest), out_dir, pmap)
+            return run(config, (documents, rest), out_dir, pmap)
         finally:
             if converted is not None:
                 shutil.rmtree(converted, ignore_errors=True)
@@ -205,14 +205,21 @@ def execute(
     return RUNNERS[stage](config, source, out_dir, pmap)
 
 
-def documents_dir(version_path: Path) -> Path:
-    """Where a document stage's kept documents live inside its version."""
-    return version_path / "data"
+def documents_dir(version: Path | Folder) -> Path | Folder:
+    """Where a document stage's kept documents live inside its version (a local path when the
+    version is local)."""
+    if isinstance(version, Folder):
+        return version.local_path("data") if version.is_local else version / "data"
+    return version / "data"
 
 
-def warc_files_of(version_path: Path) -> list[Path]:
-    """The WARC files a crawl version wrote."""
-    return sorted((version_path / "warc").glob("*.warc.gz"))
+def warc_files_of(version: Path | Folder) -> list[Path] | list[str]:
+    """The WARC files a crawl version wrote: local paths, or URLs on a URL root."""
+    folder = as_folder(version) / "warc"
+    names = folder.list("*.warc.gz")
+    if folder.is_local:
+        return [folder.local_path(name) for name in names]
+    return [folder.url_of(name) for name in names]
 
 
 def snapshot_label(snapshot: str, now: datetime | None = None) -> str:
@@ -244,14 +251,14 @@ def resolve_source(
     if upstream is None:
         raise DataError(f"stage '{stage}' needs the output of '{spec(stage).upstream}'")
     if stage == "extract":
-        return warc_files_of(upstream.path), [version_input(upstream)]
+        return warc_files_of(upstream.folder), [version_input(upstream)]
     if stage == "filter":
         from pipeline.filters import signals_config
 
         # User blocklist files enter the id by content, not by path.
         lists = {"source": "filter-lists", "fingerprint": short_hash(signals_config(config.filter))}
-        return documents_dir(upstream.path), [version_input(upstream), lists]
-    return documents_dir(upstream.path), [version_input(upstream)]
+        return documents_dir(upstream.folder), [version_input(upstream), lists]
+    return documents_dir(upstream.folder), [version_input(upstream)]
 
 
 def documents_source(source: Any, fingerprint: bool = True) -> tuple[Any, list[dict[str, str]]]:
@@ -380,7 +387,6 @@ def without_same_input(config: Any, upstream: Version) -> Any:
     A rerun of the same week must reuse its own dedup version, not find every document
     "seen before" in it.
     """
-    from pipeline.store.fs import Folder
     from pipeline.store.versions import MANIFEST
 
     kept = []
