@@ -32,21 +32,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from pipeline.stage import StageResult  # noqa: E402
 from pipeline.store import integrity  # noqa: E402
+from pipeline.store.fs import Folder  # noqa: E402
 from pipeline.store.versions import Storage, VersionPlan, build_version, load_version  # noqa: E402
 
 VALUE_BYTES = 64 << 10  # one "document" per 64 KiB binary value
 
 
-def write_shards(out: Path, total_bytes: int, shards: int, seed: int = 0) -> StageResult:
+def write_shards(out: Folder, total_bytes: int, shards: int, seed: int = 0) -> StageResult:
     rng = np.random.default_rng(seed)
-    (out / "data").mkdir()
     per_shard = total_bytes // shards
     rows = max(1, per_shard // VALUE_BYTES)
     for i in range(shards):
         blob = rng.bytes(rows * VALUE_BYTES)
         values = pa.array([blob[j * VALUE_BYTES : (j + 1) * VALUE_BYTES] for j in range(rows)])
         table = pa.table({"id": pa.array(range(rows)), "payload": values})
-        pq.write_table(table, out / "data" / f"part-{i:05d}.parquet", compression="none")
+        with out.output(f"data/part-{i:05d}.parquet") as path:
+            pq.write_table(table, path, compression="none")
     return StageResult(docs_in=rows * shards, docs_out=rows * shards)
 
 

@@ -32,8 +32,7 @@ def asset_key(location: str | Path) -> str:
 
 def version_key(storage: Storage, stage: str, version_id: str) -> str:
     """The asset key of a version: where its folder lives in the store."""
-    local = storage.version_dir(stage, version_id)
-    return asset_key(storage.remote_url(local) or local)
+    return asset_key(storage.version_folder(stage, version_id).url)
 
 
 def upstream_keys(storage: Storage, version: Version, config: PipelineConfig) -> list[str]:

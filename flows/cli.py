@@ -351,7 +351,7 @@ def demo(
     demo_config = config or Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
     cfg = _config(demo_config if demo_config.exists() else None, set_)
     storage = _storage(cfg.run.storage_root)
-    site_dir = storage.root / "sample-site" / f"seed-{seed}"
+    site_dir = storage.local / "sample-site" / f"seed-{seed}"  # served from this machine
     if not (site_dir / "ground_truth.json").exists():
         generate_site(site_dir, SampleSiteConfig(seed=seed))
     # A stable port keeps the seed URL, hence the crawl's version id, the same across demo
@@ -384,7 +384,7 @@ def runs_list(storage: RootOpt = None, config: ConfigOpt = None) -> None:
     from pipeline.store.runs import list_runs
 
     root = storage or _config(config, None).run.storage_root
-    table = Table(title=f"runs in {_storage(root).runs_dir}")
+    table = Table(title=f"runs in {_storage(root).runs}")
     for column in ("run id", "status", "started", "stages", "git commit"):
         table.add_column(column)
     for record in list_runs(_storage(root)):
@@ -411,7 +411,7 @@ def runs_show(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) ->
     if is_stale(record.data):
         record.data["status"] = "interrupted"  # its process died; the next run records it
     print_summary(record.data)
-    console.print(f"run record: {record.path}")
+    console.print(f"run record: {record.url}")
     if record.data.get("error"):
         console.print(f"error: {record.data['error']}")
 

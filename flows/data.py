@@ -72,7 +72,7 @@ def run_data_stage(
     plan = stages.plan(name, section, inputs)
     version = None if force else find_version(storage, plan)
     if version is not None:
-        reuse_version(name, version.version_id, str(version.path))
+        reuse_version(name, version.version_id, version.folder.url)
         logger.info("%s: reusing version %s", name, version.version_id)
     else:
         logger.info("%s: building version %s", name, plan.version_id)

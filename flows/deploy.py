@@ -72,7 +72,7 @@ def build_deployments(config: PipelineConfig) -> list[Any]:
             **schedule,
         )
     ]
-    storage_root = str(Storage.at(config.run.storage_root).root)
+    storage_root = Storage.at(config.run.storage_root).root.url  # the URL, never a cache path
     for stage in stages.names():
         deployments.append(
             stage_flow_for_deployment.to_deployment(

@@ -21,6 +21,7 @@ from pipeline import stages
 from pipeline.config import PipelineConfig
 from pipeline.errors import DataError
 from pipeline.stage import StageResult
+from pipeline.store.fs import atomic_path
 from pipeline.store.runs import RunRecord
 from pipeline.store.versions import (
     RunId,
@@ -41,17 +42,19 @@ def _model_result(summary: dict[str, Any]) -> StageResult:
 
 
 def _link_artifacts(record: RunRecord, version: Version, names: tuple[str, ...]) -> None:
-    """Symlink a version's files into runs/<run_id>/ and list them in run.json."""
+    """List a version's files in run.json; in a local run folder also symlink them there (a
+    URL root has no symlinks: the artifact is the file's URL)."""
     links = {}
     for name in names:
-        target = version.path / name
-        if not target.exists():
+        if not version.folder.is_file(name):
             continue
-        link = record.dir / name
-        tmp = link.with_name(f".{name}.tmp")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(os.path.relpath(target, record.dir))
-        os.replace(tmp, link)
+        if not record.folder.is_local:
+            links[name] = version.folder.url_of(name)
+            continue
+        run_dir = record.folder.local_path()
+        link = run_dir / name
+        with atomic_path(link) as tmp:
+            tmp.symlink_to(os.path.relpath(version.path / name, run_dir))
         links[name] = str(link)
     record.add_artifacts(links)
 
@@ -67,7 +70,7 @@ def train_version(
     plan = stages.plan("train", config.train, [stages.version_input(tokens)])
     version = None if force else find_version(storage, plan)
     if version is not None:
-        reuse_version("train", version.version_id, str(version.path))
+        reuse_version("train", version.version_id, version.folder.url)
         return version
     work = storage.work_dir("train", plan.version_id)
     can_resume = resume and not force and (work / "checkpoint.pt").exists()
@@ -99,16 +102,19 @@ def train_version(
         version = build_version(
             storage,
             plan,
-            lambda out: _model_result(train(config.train, tokens.path, out, can_resume, log)),
+            lambda out: _model_result(
+                train(config.train, tokens.folder.url, out.local_path(), can_resume, log)
+            ),
             replace=force,
             work_dir=work,
         )
     progress.update(1, 1, force=True)
-    publish_markdown(
-        "train-loss",
-        loss_markdown(version.path / "metrics.jsonl", version.path / "loss_curve.png"),
-        f"train version {version.version_id}",
-    )
+    with (
+        version.folder.fetch("metrics.jsonl") as metrics,
+        version.folder.fetch("loss_curve.png") as curve,
+    ):
+        markdown = loss_markdown(metrics, curve)
+    publish_markdown("train-loss", markdown, f"train version {version.version_id}")
     return version
 
 
@@ -122,15 +128,21 @@ def evaluate_version(
     plan = stages.plan("evaluate", config.evaluate, inputs)
     version = None if force else find_version(storage, plan)
     if version is not None:
-        reuse_version("evaluate", version.version_id, str(version.path))
+        reuse_version("evaluate", version.version_id, version.folder.url)
         return version
-    checkpoint = trained.path / "checkpoint.pt"
-    return build_version(
-        storage,
-        plan,
-        lambda out: _model_result(evaluate(config.evaluate, checkpoint, tokens.path, out)),
-        replace=force,
-    )
+    with trained.folder.fetch("checkpoint.pt") as checkpoint:  # a local copy on a URL root
+        return build_version(
+            storage,
+            plan,
+            lambda out: _model_result(
+                evaluate(config.evaluate, checkpoint, tokens.folder.url, out.local_path())
+            ),
+            replace=force,
+            # evaluate writes local files: on a URL root they are uploaded after (manifest last)
+            work_dir=None
+            if storage.root.is_local
+            else storage.work_dir("evaluate", plan.version_id),
+        )
 
 
 def _versions(storage: Storage, versions: dict[str, Any], *names: str) -> list[Version]:

@@ -76,8 +76,8 @@ def summary_markdown(record: RunRecord) -> str:
         "",
         "## Artifacts",
         "",
-        f"- run directory: `{record.dir}`",
-        f"- run record: `{record.path}`",
+        f"- run directory: `{record.folder}`",
+        f"- run record: `{record.url}`",
     ]
     lines += [f"- {name}: `{path}`" for name, path in record.data["artifacts"].items()]
     return "\n".join(lines)

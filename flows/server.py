@@ -31,7 +31,7 @@ import httpx
 import pipeline
 from pipeline.store.fs import atomic_write, dumps_json
 from pipeline.store.locks import pid_alive
-from pipeline.store.versions import Storage, write_json_atomic
+from pipeline.store.versions import Storage
 
 STATE_FILE = "server.json"
 # A fresh database takes ~12 s to become healthy on this machine kind (REFERENCE.md);
@@ -46,7 +46,8 @@ QUIET_ENV = {
 
 
 def configure_environment(storage: Storage) -> None:
-    """Keep Prefect's home, profile and database inside the storage root; no telemetry."""
+    """Keep Prefect's home, profile and database in the storage root's machine-local folder
+    (`storage.local`: the root itself, or a cache folder for a URL root); no telemetry."""
     os.environ.setdefault("PREFECT_HOME", str(storage.prefect_home))
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
@@ -143,7 +144,7 @@ def start_server(storage: Storage) -> dict:
                 "ui_url": f"http://127.0.0.1:{port}",
                 "log": str(log_path),
             }
-            write_json_atomic(_state_path(storage), state)
+            atomic_write(_state_path(storage), dumps_json(state))
             _register(state, port, storage)
             return state
         time.sleep(0.5)
@@ -201,7 +202,7 @@ def _register(state: dict, port: int, storage: Storage) -> None:
     entry = {
         **state,
         "port": port,
-        "root": str(storage.remote or storage.root),
+        "root": storage.root.url,
         "prefect_home": str(storage.prefect_home),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }

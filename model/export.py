@@ -296,7 +296,13 @@ def checkpoint_for(ref: str | Path, storage_root: str | Path | None) -> Path:
     if not train:
         raise DataError(f"run '{ref}' has no train version (did it train?)")
     version = load_version(storage, "train", train["version_id"])
-    checkpoint = version.path / CHECKPOINT_NAME
-    if not checkpoint.is_file():
-        raise DataError(f"{checkpoint}: not found (train version {train['version_id']})")
-    return checkpoint
+    if not version.folder.is_file(CHECKPOINT_NAME):
+        where = version.folder.url_of(CHECKPOINT_NAME)
+        raise DataError(f"{where}: not found (train version {train['version_id']})")
+    if version.folder.is_local:
+        return version.path / CHECKPOINT_NAME
+    # A URL root: a local copy (machine-local state, beside the root's locks and tmp/).
+    local = storage.local / "checkpoints" / version.version_id / CHECKPOINT_NAME
+    if not local.is_file():
+        version.folder.get(CHECKPOINT_NAME, local)
+    return local

@@ -8,27 +8,27 @@ the folder with more (`(documents, extra)`: filter's stored signals, dedup's ear
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
 from pipeline.stage import ParallelMap, StageResult, version_input
+from pipeline.store.fs import Folder, as_folder
 
 # run(config, (documents folder, extra or None), out, pmap)
-DocumentRun = Callable[[Any, tuple[Path, Any], Any, ParallelMap], StageResult]
+DocumentRun = Callable[[Any, tuple[Folder, Any], Any, ParallelMap], StageResult]
 
 
-def documents_dir(version: Any) -> Path:
+def documents_dir(version: Any) -> Folder:
     """Where a document stage's kept documents live inside its version."""
-    return Path(version.path) / "data"
+    return version.folder / "data"
 
 
-def resolve_documents(name: str) -> Callable[[Any, Any], tuple[Path, list[dict[str, str]]]]:
+def resolve_documents(name: str) -> Callable[[Any, Any], tuple[Folder, list[dict[str, str]]]]:
     """The usual resolve: the upstream version's documents, entering the id by version id."""
 
-    def resolve(config: Any, upstream: Any) -> tuple[Path, list[dict[str, str]]]:
+    def resolve(config: Any, upstream: Any) -> tuple[Folder, list[dict[str, str]]]:
         if upstream is None:
             raise DataError(f"stage '{name}' needs the output of the stage before it")
         return documents_dir(upstream), [version_input(upstream)]
@@ -55,7 +55,7 @@ def open_documents(input_path: Path, reading: Any = None) -> Any:
     return sources.SourceFiles(tuple(files), settings)
 
 
-def check_documents(folder: Path, columns: Sequence[str] | None = None) -> list[Path]:
+def check_documents(folder: Folder | Path, columns: Sequence[str] | None = None) -> list[Any]:
     """The input shards, each checked to hold the document columns the stage reads: a wrong
     input fails here in one line naming the file and the column, before any work."""
     from pipeline.documents import DOCUMENT_SCHEMA, check_shard, list_shards
@@ -78,17 +78,18 @@ def reading_documents(
         documents, extra = source if isinstance(source, tuple) else (source, None)
         converted = None
         if isinstance(documents, sources.SourceFiles):
-            converted = Path(out) / ".input"
+            converted = as_folder(out) / ".input"
             read = documents.config
             if not languages:
                 read = read.model_copy(update={"detect_language": False})
             sources.ingest(read, documents.files, converted, pmap)
             documents = converted / "data"
-        check_documents(Path(documents), columns)
+        documents = as_folder(documents)
+        check_documents(documents, columns)
         try:
-            return run(config, (Path(documents), extra), out, pmap)
+            return run(config, (documents, extra), out, pmap)
         finally:
             if converted is not None:
-                shutil.rmtree(converted, ignore_errors=True)
+                converted.remove()
 
     return runner

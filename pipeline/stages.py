@@ -196,5 +196,5 @@ def run_standalone(
             output_path.rmdir()  # empty (checked above): the rename needs it gone
         version.path.rename(output_path)
     finally:
-        shutil.rmtree(work.root, ignore_errors=True)
+        shutil.rmtree(work.local, ignore_errors=True)
     return version.manifest

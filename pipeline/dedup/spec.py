@@ -14,7 +14,7 @@ from pipeline.stage import ParallelMap, Stage, StageResult
 
 def earlier(source: Any, versions: list[Any]) -> tuple[Any, list[str]]:
     """Pair the documents with the folders of earlier versions to dedup against."""
-    return source, [str(v.path) for v in versions]
+    return source, [v.folder.url for v in versions]
 
 
 def run(

@@ -9,14 +9,15 @@ from typing import Any
 from pipeline.errors import DataError
 from pipeline.extract import extractor, sources
 from pipeline.extract.extractor import ExtractConfig
-from pipeline.extract.warc import list_warc_files
+from pipeline.extract.warc import WarcFile, list_warc_files, warc_files_in
 from pipeline.stage import ParallelMap, Stage, StageResult, source_input, version_input
 from pipeline.store.versions import fingerprint_files, short_hash
 
 
-def warc_files_of(version: Any) -> list[Path]:
-    """The WARC files a crawl version wrote."""
-    return sorted((Path(version.path) / "warc").glob("*.warc.gz"))
+def warc_files_of(version: Any) -> list[WarcFile]:
+    """The WARC files a crawl version wrote, read through the store; documents record them
+    relative to the storage root, so extract writes the same bytes under any root."""
+    return warc_files_in(version.folder / "warc", f"versions/crawl/{version.version_id}/warc")
 
 
 def documents_source(source: Any, fingerprint: bool = True) -> tuple[Any, list[dict[str, str]]]:

@@ -17,7 +17,7 @@ from pipeline.store.versions import short_hash
 log = logging.getLogger(__name__)
 
 
-def resolve(config: Any, upstream: Any) -> tuple[Path, list[dict[str, str]]]:
+def resolve(config: Any, upstream: Any) -> tuple[Any, list[dict[str, str]]]:
     """The upstream documents; user blocklist files enter the id by content, not by path."""
     if upstream is None:
         raise DataError("stage 'filter' needs the output of the stage before it")
@@ -25,37 +25,35 @@ def resolve(config: Any, upstream: Any) -> tuple[Path, list[dict[str, str]]]:
     return documents_dir(upstream), [version_input(upstream), lists]
 
 
-def retune_donor(storage: Any, plan: Any, config: FilterConfig) -> Path | None:
-    """Attributes of an earlier filter version that differs only in thresholds, if any.
+def retune_donor(storage: Any, plan: Any, config: FilterConfig) -> Any:
+    """An earlier filter version that differs only in thresholds, if any, checked against its
+    manifest before use (a `Version`).
 
     Re-deciding from stored signals gives the same output as a full run (tested in
     tests/pipeline/test_filters_attributes.py), so the new version keeps its planned id and
     only skips recomputing the signals.
     """
-    from pipeline.store.versions import read_json
+    from pipeline.store.versions import MANIFEST, load_version
 
-    folder = storage.versions_dir / plan.stage
-    for manifest_path in sorted(folder.glob("*/manifest.json")) if folder.is_dir() else []:
-        manifest = read_json(manifest_path)
+    folder = storage.versions / plan.stage
+    for name in folder.list(f"*/{MANIFEST}"):
+        manifest = folder.read_json(name)
         if manifest["inputs"][:1] != plan.inputs[:1]:
             continue
         if manifest["code_version"] != plan.code_version:
             continue
         if thresholds_only_change(FilterConfig.model_validate(manifest["config"]), config):
-            return manifest_path.parent / "attributes"
+            return load_version(storage, plan.stage, name.split("/", 1)[0])
     return None
 
 
 def reuse(storage: Any, plan: Any, config: FilterConfig, source: Any) -> Any:
     """`(documents, attributes)` when an earlier version's stored signals can decide."""
-    from pipeline.store.versions import load_version
-
     donor = retune_donor(storage, plan, config)
     if donor is None:
         return None
-    load_version(storage, plan.stage, donor.parent.name)  # checked before reading it
-    log.info("filter: re-deciding from stored signals in %s", donor)
-    return source, donor
+    log.info("filter: re-deciding from stored signals of %s", donor.folder)
+    return source, donor.folder / "attributes"
 
 
 def run(

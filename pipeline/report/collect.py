@@ -8,10 +8,11 @@ or a version folder that is gone, becomes a note instead of an error.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,8 +25,9 @@ from pipeline.errors import DataError
 from pipeline.filters.base import Rule
 from pipeline.filters.config import FILTERS
 from pipeline.stages import names
+from pipeline.store.fs import Folder, is_url
 from pipeline.store.runs import RunRecord
-from pipeline.store.versions import MANIFEST, Storage, read_json
+from pipeline.store.versions import MANIFEST, Storage
 
 DOCUMENT_STAGES = ("extract", "filter", "dedup")  # stages with data/ and removed/
 
@@ -45,7 +47,7 @@ class ReportConfig(BaseModel):
 class StageInfo:
     stage: str
     version_id: str
-    path: Path
+    folder: Folder  # the version's folder (local or remote)
     counts: dict[str, Any]  # manifest counts: docs_in, docs_out, drops, extra
     config: dict[str, Any] | None  # None when the version folder is gone
     reused: bool
@@ -110,18 +112,31 @@ class ReportData:
     contamination: dict[str, Any] | None = None  # eval.json's 13-gram overlap, if evaluated
 
 
-def _shards(folder: Path) -> list[Path]:
-    return sorted(folder.glob(SHARD_GLOB)) if folder.is_dir() else []
+def _shards(folder: Folder) -> list[str]:
+    """The shard files of `folder` in name order: local paths, or URLs on a remote root."""
+    return [folder.url_of(name) for name in folder.list(SHARD_GLOB)]
 
 
-def _names(path: Path) -> list[str]:
+@contextlib.contextmanager
+def _parquet(file: str) -> Iterator[str | IO[bytes]]:
+    """What pyarrow reads `file` from: a local path itself, a URL through fsspec."""
+    if not is_url(file):
+        yield file
+        return
+    folder, name = file.rsplit("/", 1)
+    with Folder(folder).open(name, "rb") as handle:
+        yield handle
+
+
+def _names(file: str) -> list[str]:
     try:
-        return pq.read_schema(path).names
+        with _parquet(file) as source:
+            return pq.read_schema(source).names
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        raise DataError(f"{file}: not a readable Parquet file ({exc})") from None
 
 
-def read_folder(folder: Path, columns: list[str]) -> pa.Table:
+def read_folder(folder: Folder, columns: list[str]) -> pa.Table:
     """The wanted columns of every shard in `folder`, concatenated; a column an older shard
     lacks reads as nulls."""
     tables = []
@@ -133,12 +148,15 @@ def read_folder(folder: Path, columns: list[str]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="default")
 
 
-def _texts(folder: Path, ids: set[str]) -> dict[str, str]:
+def _texts(folder: Folder, ids: set[str]) -> dict[str, str]:
     """Text of the given documents only: the rest of the text column is never loaded."""
     found: dict[str, str] = {}
     for path in _shards(folder):
         try:
-            table = pq.read_table(path, columns=["id", "text"], filters=[("id", "in", list(ids))])
+            with _parquet(path) as source:
+                table = pq.read_table(
+                    source, columns=["id", "text"], filters=[("id", "in", list(ids))]
+                )
         except (OSError, pa.ArrowException) as exc:
             raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
         found.update(zip(table["id"].to_pylist(), table["text"].to_pylist(), strict=True))
@@ -159,20 +177,20 @@ def load_stages(storage: Storage, record: RunRecord) -> tuple[dict[str, StageInf
         if summary is None:
             notes.append(f"{stage}: not part of this run")
             continue
-        path = storage.version_dir(stage, summary["version_id"])
+        folder = storage.version_folder(stage, summary["version_id"])
         counts, config = summary.get("counts", {}), None
-        if (path / MANIFEST).is_file():
-            manifest = read_json(path / MANIFEST)
+        if storage.has_version(stage, summary["version_id"]):
+            manifest = folder.read_json(MANIFEST)
             counts, config = manifest.get("counts", counts), manifest.get("config", {})
         else:
             notes.append(f"{stage}: version {summary['version_id']} is gone; counts from run.json")
         stages[stage] = StageInfo(
-            stage, summary["version_id"], path, counts, config, summary.get("reused", False)
+            stage, summary["version_id"], folder, counts, config, summary.get("reused", False)
         )
     return stages, notes
 
 
-def _text_bytes(folder: Path) -> int:
+def _text_bytes(folder: Folder) -> int:
     total = 0
     for path in _shards(folder):
         for batch in iter_batches(path, columns=["text"]):
@@ -187,7 +205,7 @@ def collect_funnel(stages: dict[str, StageInfo]) -> list[FunnelRow]:
     for info in stages.values():
         row = FunnelRow(info.stage, info.counts.get("docs_in", 0), info.counts.get("docs_out", 0))
         if info.stage in DOCUMENT_STAGES and info.present:
-            row.text_bytes = _text_bytes(info.path / "data")
+            row.text_bytes = _text_bytes(info.folder / "data")
         rows.append(row)
     extra = stages["tokenize"].counts.get("extra", {}) if "tokenize" in stages else {}
     tokens = extra.get("tokens_train", 0) + extra.get("tokens_val", 0)
@@ -201,7 +219,7 @@ def collect_funnel(stages: dict[str, StageInfo]) -> list[FunnelRow]:
 
 
 def _crawl_samples(info: StageInfo, reason: str, config: ReportConfig) -> list[Sample]:
-    index = read_folder(info.path / "index", ["url", "status", "content_type", "error"])
+    index = read_folder(info.folder / "index", ["url", "status", "content_type", "error"])
     error = reason.removeprefix("crawl_")
     hits = sorted((r for r in index.to_pylist() if r["error"] == error), key=lambda r: r["url"])
     samples = []
@@ -222,7 +240,7 @@ def _removed_samples(
         if len(picked) < config.samples_per_reason:
             picked.append(row)
     wanted = {row["id"] for rows in by_reason.values() for row in rows}
-    texts = _texts(info.path / "removed", wanted) if wanted else {}
+    texts = _texts(info.folder / "removed", wanted) if wanted else {}
     out = {}
     for reason, rows in by_reason.items():
         out[reason] = []
@@ -237,7 +255,7 @@ def _removed_samples(
 
 def _removed(info: StageInfo) -> pa.Table:
     return read_folder(
-        info.path / "removed", ["id", "url", "domain", "reason", "duplicate_of", "cluster_id"]
+        info.folder / "removed", ["id", "url", "domain", "reason", "duplicate_of", "cluster_id"]
     )
 
 
@@ -252,7 +270,7 @@ def collect_reasons(stages: dict[str, StageInfo], config: ReportConfig) -> list[
         elif info.present and info.stage in DOCUMENT_STAGES:
             kept: dict[str, str] = {}
             if info.stage == "dedup":
-                table = read_folder(info.path / "data", ["id", "url"])
+                table = read_folder(info.folder / "data", ["id", "url"])
                 kept = dict(zip(table["id"].to_pylist(), table["url"].to_pylist(), strict=True))
             samples = _removed_samples(info, _removed(info), config, kept)
         docs_in = info.counts.get("docs_in", 0) or 1
@@ -270,11 +288,11 @@ def collect_domains(
     final = [s for s in DOCUMENT_STAGES if s in stages and stages[s].present]
     if not final:
         return [], []
-    kept = Counter(read_folder(stages[final[-1]].path / "data", ["domain"])["domain"].to_pylist())
+    kept = Counter(read_folder(stages[final[-1]].folder / "data", ["domain"])["domain"].to_pylist())
     removed: Counter[str] = Counter()
     reasons: dict[str, Counter[str]] = {}
     for stage in final:
-        table = read_folder(stages[stage].path / "removed", ["domain", "reason"])
+        table = read_folder(stages[stage].folder / "removed", ["domain", "reason"])
         for domain, reason in zip(
             table["domain"].to_pylist(), table["reason"].to_pylist(), strict=True
         ):
@@ -311,7 +329,7 @@ def collect_clusters(stages: dict[str, StageInfo], config: ReportConfig) -> Clus
         split = exact_near.setdefault(size, [0, 0])
         for row in rows:
             split["exact" not in row["reason"]] += 1
-    table = read_folder(info.path / "data", ["id", "url"])
+    table = read_folder(info.folder / "data", ["id", "url"])
     urls = dict(zip(table["id"].to_pylist(), table["url"].to_pylist(), strict=True))
     ranked = sorted(members.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     largest = [
@@ -365,7 +383,7 @@ def collect_signals(stages: dict[str, StageInfo]) -> tuple[list[SignalData], lis
     info = stages.get("filter")
     if info is None or not info.present:
         return [], []
-    shards = _shards(info.path / "attributes")
+    shards = _shards(info.folder / "attributes")
     if not shards:
         return [], [f"filter: version {info.version_id} has no attributes/: no histograms"]
     rules = _signal_rules()
@@ -373,7 +391,7 @@ def collect_signals(stages: dict[str, StageInfo]) -> tuple[list[SignalData], lis
     tripped = [c for c, rs in rules.items() if any(r.reason in dropped for r in rs)]
     names = _names(shards[0])
     wanted = [c for c in dict.fromkeys([*MAIN_SIGNALS, *tripped]) if c in names]
-    table = read_folder(info.path / "attributes", [*wanted, "reason"])
+    table = read_folder(info.folder / "attributes", [*wanted, "reason"])
     final = table["reason"].to_pylist()
     out = []
     for column in wanted:
@@ -399,10 +417,10 @@ def collect_contamination(storage: Storage, record: RunRecord) -> dict[str, Any]
     version = (record.data.get("versions") or {}).get("evaluate")
     if not version:
         return None
-    path = storage.version_dir("evaluate", version["version_id"]) / "eval.json"
-    if not path.is_file():
+    folder = storage.version_folder("evaluate", version["version_id"])
+    if not folder.is_file("eval.json"):
         return None
-    return read_json(path).get("contamination")
+    return folder.read_json("eval.json").get("contamination")
 
 
 def collect_report(storage: Storage, run_id: str, config: ReportConfig) -> ReportData:

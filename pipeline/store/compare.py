@@ -19,9 +19,11 @@ from typing import Any
 
 from pipeline.errors import DataError
 from pipeline.stages import names
+from pipeline.store.fs import Folder, atomic_path
 from pipeline.store.runs import RunRecord
-from pipeline.store.versions import Storage, read_json
+from pipeline.store.versions import Storage
 
+METRICS_FILE = "metrics.jsonl"  # per-step train and val loss, written by model/train.py
 # (label, where: "eval" or "train", key path in that JSON)
 METRICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("val loss", "eval", ("val_loss",)),
@@ -43,7 +45,7 @@ class RunSide:
     versions: dict[str, str]  # stage -> version id
     eval: dict[str, Any] | None = None  # eval.json of its evaluate version
     train: dict[str, Any] | None = None  # train.json of its train version
-    metrics_path: Path | None = None  # metrics.jsonl of its train version
+    metrics: Folder | None = None  # its train version, when it has a metrics.jsonl
 
     @property
     def val_sha256(self) -> str | None:
@@ -82,8 +84,8 @@ def config_diffs(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, A
 def _json_in(storage: Storage, stage: str, version_id: str | None, name: str) -> dict | None:
     if version_id is None:
         return None
-    path = storage.version_dir(stage, version_id) / name
-    return read_json(path) if path.is_file() else None
+    folder = storage.version_folder(stage, version_id)
+    return folder.read_json(name) if folder.is_file(name) else None
 
 
 def load_side(storage: Storage, run_id: str) -> RunSide:
@@ -97,8 +99,8 @@ def load_side(storage: Storage, run_id: str) -> RunSide:
     side.eval = _json_in(storage, "evaluate", versions.get("evaluate"), "eval.json")
     side.train = _json_in(storage, "train", versions.get("train"), "train.json")
     if "train" in versions:
-        path = storage.version_dir("train", versions["train"]) / "metrics.jsonl"
-        side.metrics_path = path if path.is_file() else None
+        folder = storage.version_folder("train", versions["train"])
+        side.metrics = folder if folder.is_file(METRICS_FILE) else None
     return side
 
 
@@ -142,16 +144,20 @@ def compare_runs(storage: Storage, run_a: str, run_b: str) -> Comparison:
     )
 
 
-def read_metrics(path: Path | None) -> list[dict[str, Any]]:
-    if path is None:
+def read_metrics(folder: Folder | None) -> list[dict[str, Any]]:
+    """The rows of a train version's metrics.jsonl (none without one)."""
+    if folder is None:
         return []
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    text = folder.read_text(METRICS_FILE)
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+                raise DataError(
+                    f"{folder.url_of(METRICS_FILE)}:{lineno}: not valid JSON ({exc.msg})"
+                ) from None
     return rows
 
 
@@ -164,7 +170,7 @@ def plot_loss_curves(comparison: Comparison, path: Path | str) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for side, color in ((comparison.a, "tab:blue"), (comparison.b, "tab:orange")):
-        rows = read_metrics(side.metrics_path)
+        rows = read_metrics(side.metrics)
         train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
         val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
         if train:
@@ -180,8 +186,6 @@ def plot_loss_curves(comparison: Comparison, path: Path | str) -> Path:
     if ax.lines:
         ax.legend(fontsize=8)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path

@@ -159,17 +159,22 @@ class Folder:
         names = [p[len(base) :] if p.startswith(base) else p for p in found]
         return sorted(n for n in names if n and not n.rsplit("/", 1)[-1].endswith(".tmp"))
 
-    def sizes(self) -> dict[str, int]:
-        """Every file below this folder and its size, in one listing call."""
+    def infos(self) -> dict[str, dict[str, Any]]:
+        """Every file below this folder and fsspec's details of it (size, and a change stamp:
+        mtime/ino locally, ETag or creation time remotely), in one listing call."""
         if not self.exists():
             return {}
         base = self.path.rstrip("/") + "/"
         found = self.fs.find(self.path, detail=True)
         return {
-            p[len(base) :]: int(info.get("size") or 0)
+            p[len(base) :]: info
             for p, info in sorted(found.items())
             if info.get("type", "file") == "file" and not p.rsplit("/", 1)[-1].endswith(".tmp")
         }
+
+    def sizes(self) -> dict[str, int]:
+        """Every file below this folder and its size, in one listing call."""
+        return {name: int(info.get("size") or 0) for name, info in self.infos().items()}
 
     def size(self, name: str) -> int:
         return int(self.fs.size(self._path(name)))

@@ -7,7 +7,9 @@ A version is kept when a kept run needs it: the versions its run.json lists (its
 its reruns, and what its artifact links point to), and everything those were built from,
 followed through each manifest's "inputs" down to the crawl. Everything else under versions/
 goes, like `git gc` dropping unreachable objects. Each deletion first renames the folder into
-tmp/ (one atomic step, so a reader sees the whole version or none), then removes it.
+tmp/ (one atomic step, so a reader sees the whole version or none), then removes it; on a URL
+root (no rename) it removes the manifest (or run.json) first, then the rest. The root's `Folder`
+does all of it, so gc cleans a remote store the same way as a local one.
 
 Best run between pipeline runs. A running pipeline is mostly safe: its run is kept while marked
 "running" (up to a day, unless its process is known dead), versions committed since it started
@@ -32,14 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
-from pipeline.store.runs import RUN_FILE, RunRecord, is_stale
+from pipeline.store.fs import Folder
+from pipeline.store.runs import RUN_FILE, RunRecord, is_stale, read_runs
 from pipeline.store.versions import (
     MANIFEST,
-    RUN_ID_PATTERN,
+    STAGE_NAME_PATTERN,
     VERSION_ID_PATTERN,
     Storage,
     owner_alive,
-    read_json,
 )
 
 # tmp/ entries not written to for this long are leftovers of a stopped process. A stage that is
@@ -62,6 +64,8 @@ class GcReport:
     deleted_versions: list[tuple[str, str, int]] = field(default_factory=list)  # stage, id, bytes
     deleted_runs: list[tuple[str, int]] = field(default_factory=list)  # run id, bytes
     deleted_tmp: list[tuple[str, int]] = field(default_factory=list)  # tmp/ entry name, bytes
+    # URL roots: versions/<stage>/<id>/ prefixes with no manifest (a build that stopped)
+    deleted_uncommitted: list[tuple[str, str, int]] = field(default_factory=list)
     kept_runs: int = 0
     kept_versions: int = 0
     dry_run: bool = False
@@ -72,6 +76,7 @@ class GcReport:
             sum(b for *_, b in self.deleted_versions)
             + sum(b for _, b in self.deleted_runs)
             + sum(b for _, b in self.deleted_tmp)
+            + sum(b for *_, b in self.deleted_uncommitted)
         )
 
 
@@ -120,6 +125,36 @@ def last_write(path: Path) -> float:
     return newest
 
 
+def _stamp(info: dict[str, Any]) -> float:
+    """When fsspec says a file was last written (local mtime, S3 LastModified, memory created)."""
+    for key in ("mtime", "LastModified", "last_modified", "created"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value).timestamp()
+            except ValueError:
+                continue
+    return 0.0
+
+
+def _bytes(folder: Folder) -> int:
+    return tree_bytes(folder.local_path()) if folder.is_local else sum(folder.sizes().values())
+
+
+def _last_write(folder: Folder, name: str = "") -> float:
+    """When anything below `folder` (or its file `name`) was last written."""
+    if folder.is_local:
+        return last_write(folder.local_path(name))
+    infos = folder.infos()
+    if name:
+        return _stamp(infos.get(name, {}))
+    return max((_stamp(info) for info in infos.values()), default=0.0)
+
+
 def _started(run: dict[str, Any]) -> float:
     try:
         return datetime.fromisoformat(str(run.get("started_at"))).timestamp()
@@ -137,31 +172,35 @@ def _active(run: dict[str, Any], now: float) -> bool:
 
 def load_runs(storage: Storage) -> list[dict[str, Any]]:
     """Every run record, newest first; an unreadable one stops gc (its needs are unknown)."""
-    if not storage.runs_dir.is_dir():
-        return []
     runs = []
-    for folder in sorted(p for p in storage.runs_dir.iterdir() if p.is_dir()):
-        try:
-            data = read_json(folder / RUN_FILE)
-        except DataError as exc:
+    for run_id, data in read_runs(storage):
+        if isinstance(data, DataError):
             raise DataError(
-                f"gc: {exc}; cannot tell which versions run '{folder.name}' needs "
+                f"gc: {data}; cannot tell which versions run '{run_id}' needs "
                 "(fix or remove that run folder)"
-            ) from None
-        runs.append({**data, "run_id": data.get("run_id", folder.name), "_dir": folder})
+            )
+        runs.append({**data, "run_id": data.get("run_id", run_id), "_folder": run_id})
     return sorted(runs, key=lambda r: (_started(r), str(r["run_id"])), reverse=True)
+
+
+def _artifact_ref(storage: Storage, run_id: str, link: str) -> tuple[str, str] | None:
+    """The version an artifact points into: a symlink in a local run folder, or a URL."""
+    if storage.root.is_local:
+        target = os.path.realpath(storage.run_folder(run_id).local_path(Path(link).name))
+        parts = Path(os.path.relpath(target, os.path.realpath(storage.versions.path))).parts
+    else:
+        base = storage.versions.url + "/"
+        parts = tuple(str(link)[len(base) :].split("/")) if str(link).startswith(base) else ()
+    return (parts[0], parts[1]) if len(parts) >= 2 and parts[0] != ".." else None
 
 
 def _run_refs(storage: Storage, run: dict[str, Any]) -> set[tuple[str, str]]:
     """The versions a run names directly: its stages, its reruns, its artifact links."""
     entries = list((run.get("versions") or {}).values()) + list(run.get("reruns") or [])
     refs = {(str(e["stage"]), str(e["version_id"])) for e in entries if "version_id" in e}
-    versions = os.path.realpath(storage.versions_dir)
     for link in (run.get("artifacts") or {}).values():
-        target = os.path.realpath(run["_dir"] / Path(link).name)  # the link in the run folder
-        parts = Path(os.path.relpath(target, versions)).parts
-        if len(parts) >= 2 and parts[0] != "..":
-            refs.add((parts[0], parts[1]))
+        if (ref := _artifact_ref(storage, run["_folder"], link)) is not None:
+            refs.add(ref)
     return refs
 
 
@@ -174,11 +213,10 @@ def referenced_versions(storage: Storage, runs: list[dict[str, Any]]) -> set[tup
         if ref in seen:
             continue
         seen.add(ref)
-        folder = storage.version_dir(*ref)
-        if not folder.is_dir():
+        if not storage.has_version(*ref):
             continue  # already gone; nothing below it can be found from here
         try:
-            inputs = read_json(folder / MANIFEST).get("inputs") or []
+            inputs = storage.manifest(*ref).get("inputs") or []
         except DataError as exc:
             raise DataError(
                 f"gc: {exc}; cannot tell what {ref[0]} version {ref[1]} was built from"
@@ -188,14 +226,19 @@ def referenced_versions(storage: Storage, runs: list[dict[str, Any]]) -> set[tup
 
 
 def _all_versions(storage: Storage) -> list[tuple[str, str]]:
-    if not storage.versions_dir.is_dir():
-        return []
-    return [
-        (folder.parent.name, folder.name)
-        for folder in sorted(storage.versions_dir.glob("*/*"))
+    """Every versions/<stage>/<id> folder, committed or not (one listing)."""
+    found = []
+    for name in storage.versions.list("*/*", files_only=False):
+        stage, _, version_id = name.partition("/")
         # Only folders named like a version: anything else is not ours to delete.
-        if folder.is_dir() and not folder.is_symlink() and re.match(VERSION_ID_PATTERN, folder.name)
-    ]
+        if not (re.match(STAGE_NAME_PATTERN, stage) and re.match(VERSION_ID_PATTERN, version_id)):
+            continue
+        if storage.root.is_local:
+            path = storage.versions.local_path(name)
+            if path.is_symlink() or not path.is_dir():
+                continue
+        found.append((stage, version_id))
+    return found
 
 
 def _tmp_garbage(storage: Storage, refs: set[tuple[str, str]], now: float) -> list[Path]:
@@ -222,12 +265,18 @@ def _tmp_garbage(storage: Storage, refs: set[tuple[str, str]], now: float) -> li
     return garbage
 
 
-def _delete(storage: Storage, path: Path, label: str) -> None:
-    """Rename `path` into tmp/ (atomic: readers see all of it or nothing), then remove it."""
+def _delete(storage: Storage, folder: Folder, marker: str, label: str) -> None:
+    """Delete a version or run folder so that a reader sees all of it or nothing: locally
+    rename it into tmp/ (atomic), then remove it; remotely remove its `marker` file (manifest
+    or run.json: what makes it exist) first, then the rest."""
+    if not folder.is_local:
+        folder.remove(marker)
+        folder.remove()
+        return
     storage.tmp_dir.mkdir(parents=True, exist_ok=True)
     trash = storage.tmp_dir / f"{TRASH_PREFIX}{label}-{uuid.uuid4().hex[:8]}"
     try:
-        os.rename(path, trash)
+        os.rename(folder.local_path(), trash)
     except FileNotFoundError:
         return  # another gc got there first
     shutil.rmtree(trash, ignore_errors=True)
@@ -247,7 +296,9 @@ def collect_garbage(
 
     Also removes tmp/ leftovers: entries not written to for an hour, and training work dirs
     (tmp/train-<version id>, kept to resume from) a day after their last write when no kept
-    run references that version. `dry_run` deletes nothing and reports the same.
+    run references that version; and, on a URL root, uncommitted version prefixes (a build
+    that stopped before writing its manifest) not written to for an hour. `dry_run` deletes
+    nothing and reports the same.
     """
     if keep_last is not None and keep_last < 0:
         raise DataError(f"gc: keep_last must be >= 0 (got {keep_last})")
@@ -264,19 +315,28 @@ def collect_garbage(
     report = GcReport(kept_runs=len(kept), dry_run=dry_run)
 
     for run in dropped:
-        report.deleted_runs.append((str(run["run_id"]), tree_bytes(run["_dir"])))
+        folder = storage.run_folder(run["_folder"])
+        report.deleted_runs.append((str(run["run_id"]), _bytes(folder)))
         if not dry_run:
-            _delete(storage, run["_dir"], f"run-{run['_dir'].name}")
+            _delete(storage, folder, RUN_FILE, f"run-{run['_folder']}")
     for stage, version_id in _all_versions(storage):
-        folder = storage.version_dir(stage, version_id)
+        folder = storage.version_folder(stage, version_id)
+        if not folder.is_file(MANIFEST):
+            # A build in progress or one that stopped; only a URL root has these (local
+            # builds happen in tmp/). Gone once nothing has written to it for an hour.
+            if now - _last_write(folder) > TMP_MIN_AGE_S:
+                report.deleted_uncommitted.append((stage, version_id, _bytes(folder)))
+                if not dry_run:
+                    folder.remove()
+            continue
         if (stage, version_id) in refs or (
-            active_since is not None and last_write(folder / MANIFEST) >= active_since - 1
+            active_since is not None and _last_write(folder, MANIFEST) >= active_since - 1
         ):
             report.kept_versions += 1
             continue
-        report.deleted_versions.append((stage, version_id, tree_bytes(folder)))
+        report.deleted_versions.append((stage, version_id, _bytes(folder)))
         if not dry_run:
-            _delete(storage, folder, f"{stage}-{version_id}")
+            _delete(storage, folder, MANIFEST, f"{stage}-{version_id}")
     for entry in _tmp_garbage(storage, refs, now):
         report.deleted_tmp.append((entry.name, tree_bytes(entry)))
         if not dry_run:
@@ -293,25 +353,18 @@ def clean_stale(storage: Storage) -> list[str]:
     processes and training work dirs (kept to resume from) stay.
     """
     cleaned: list[str] = []
-    if storage.runs_dir.is_dir():
-        for folder in sorted(storage.runs_dir.iterdir()):
-            if not re.match(RUN_ID_PATTERN, folder.name) or not (folder / RUN_FILE).is_file():
-                continue
-            try:
-                record = RunRecord.load(storage, folder.name)
-            except DataError:
-                continue  # unreadable: `runs list` reports it; not ours to judge
-            if is_stale(record.data):
-                process = record.data.get("process") or {}
-                record.finish(
-                    "interrupted",
-                    f"process {process.get('pid')} on {process.get('host')} ended without "
-                    "recording an end (killed?)",
-                )
-                cleaned.append(
-                    f"run {record.run_id}: marked interrupted "
-                    f"(its process {process.get('pid')} is gone)"
-                )
+    for run_id, data in read_runs(storage):
+        if isinstance(data, DataError) or not is_stale(data):
+            continue  # unreadable: `runs list` reports it; not ours to judge
+        process = data.get("process") or {}
+        RunRecord(storage, run_id, data).finish(
+            "interrupted",
+            f"process {process.get('pid')} on {process.get('host')} ended without "
+            "recording an end (killed?)",
+        )
+        cleaned.append(
+            f"run {run_id}: marked interrupted (its process {process.get('pid')} is gone)"
+        )
     if storage.tmp_dir.is_dir():
         for entry in sorted(storage.tmp_dir.iterdir()):
             if owner_alive(entry.name) is False:
@@ -329,6 +382,9 @@ def format_report(report: GcReport) -> str:
     lines = [f"{verb} run {run_id} ({human_bytes(b)})" for run_id, b in report.deleted_runs]
     lines += [f"{verb} {s} {v} ({human_bytes(b)})" for s, v, b in report.deleted_versions]
     lines += [f"{verb} tmp/{name} ({human_bytes(b)})" for name, b in report.deleted_tmp]
+    lines += [
+        f"{verb} uncommitted {s} {v} ({human_bytes(b)})" for s, v, b in report.deleted_uncommitted
+    ]
     lines.append(
         f"{'would free' if report.dry_run else 'freed'} {human_bytes(report.freed_bytes)}; "
         f"kept {report.kept_runs} runs, {report.kept_versions} versions"

@@ -14,7 +14,7 @@ from typing import Any
 from pipeline.errors import DataError
 from pipeline.stages import names
 from pipeline.store.runs import RunRecord
-from pipeline.store.versions import MANIFEST, Storage, read_json
+from pipeline.store.versions import MANIFEST, Storage
 
 
 def _rank(stage: str) -> int:
@@ -33,20 +33,20 @@ def _head(record: RunRecord) -> dict[str, Any]:
 
 
 def _entry(storage: Storage, record: RunRecord, stage: str, version_id: str) -> dict[str, Any]:
-    folder = storage.version_dir(stage, version_id)
+    folder = storage.version_folder(stage, version_id)
     recorded = (record.data.get("versions") or {}).get(stage) or {}
     entry: dict[str, Any] = {
         "stage": stage,
         "version_id": version_id,
-        "path": str(folder),
-        "missing": not (folder / MANIFEST).is_file(),
+        "path": folder.url,
+        "missing": not storage.has_version(stage, version_id),
         "config": None,
         "counts": recorded.get("counts", {}) if recorded.get("version_id") == version_id else {},
         "inputs": [],
     }
     if entry["missing"]:
         return entry  # deleted (gc) or never committed: only the run record's counts are left
-    manifest = read_json(folder / MANIFEST)
+    manifest = folder.read_json(MANIFEST)
     entry.update(
         config=manifest.get("config"),
         counts=manifest.get("counts", {}),

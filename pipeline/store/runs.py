@@ -1,5 +1,8 @@
 """Run records: `<root>/runs/<run_id>/run.json` says what a pipeline run used and produced.
 
+Records are read and written where they live, through the root's `Folder` (a local path or a
+URL): one listing function (`read_runs`) serves `runs list`, gc and stale-run cleaning.
+
 A run record holds the resolved config, the git commit of the code, and every dataset version
 the run used (reused) or produced, so any model can be traced back to its data. While it runs,
 the record names its process (host, pid, pid start time): a record still marked "running"
@@ -9,6 +12,7 @@ so by the next run (pipeline/store/gc.py `clean_stale`).
 
 from __future__ import annotations
 
+import re
 import secrets
 import subprocess
 from datetime import UTC, datetime
@@ -16,14 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
+from pipeline.store.fs import Folder
 from pipeline.store.locks import alive, this_process
-from pipeline.store.versions import (
-    RUN_ID_PATTERN,
-    Storage,
-    load_version,
-    read_json,
-    write_json_atomic,
-)
+from pipeline.store.versions import RUN_ID_PATTERN, Storage, load_version
 
 RUN_FILE = "run.json"
 
@@ -56,7 +55,8 @@ def git_commit(repo: Path | None = None) -> str | None:
 
 
 class RunRecord:
-    """A run.json being filled in as stages finish; every save is atomic."""
+    """A run.json being filled in as stages finish, read and written where it lives (the
+    storage root, local or remote); every save replaces the whole file at once."""
 
     def __init__(self, storage: Storage, run_id: str, data: dict[str, Any]):
         self.storage = storage
@@ -64,12 +64,13 @@ class RunRecord:
         self.data = data
 
     @property
-    def path(self) -> Path:
-        return self.storage.run_dir(self.run_id) / RUN_FILE
+    def folder(self) -> Folder:
+        return self.storage.run_folder(self.run_id)
 
     @property
-    def dir(self) -> Path:
-        return self.storage.run_dir(self.run_id)
+    def url(self) -> str:
+        """Where run.json lives: a local path or a URL."""
+        return self.folder.url_of(RUN_FILE)
 
     @classmethod
     def create(
@@ -100,18 +101,13 @@ class RunRecord:
 
     @classmethod
     def load(cls, storage: Storage, run_id: str) -> RunRecord:
-        path = storage.run_dir(run_id) / RUN_FILE
-        if storage.remote is not None:
-            from pipeline.store.remote import pull_file
-
-            pull_file(storage.remote_url(path), path)  # the shared copy is the truth
-        if not path.is_file():
-            raise DataError(f"run '{run_id}' not found under {storage.runs_dir}")
-        return cls(storage, run_id, read_json(path))
+        folder = storage.run_folder(run_id)
+        if not folder.is_file(RUN_FILE):
+            raise DataError(f"run '{run_id}' not found under {storage.runs}")
+        return cls(storage, run_id, folder.read_json(RUN_FILE))
 
     def save(self) -> None:
-        write_json_atomic(self.path, self.data)
-        self.storage.publish(self.path)
+        self.folder.write_json(RUN_FILE, self.data)
 
     def add_version(self, summary: dict[str, Any]) -> None:
         self.data["versions"][summary["stage"]] = summary
@@ -135,48 +131,50 @@ def is_stale(data: dict[str, Any]) -> bool:
     return data.get("status") == "running" and alive(data.get("process")) is False
 
 
+def read_runs(storage: Storage) -> list[tuple[str, dict[str, Any] | DataError]]:
+    """Every run folder holding a run.json (one listing), newest id first, with its record or
+    the error reading it; callers decide what an unreadable record means. Folders not named
+    like a run id are not ours and are skipped."""
+    found = []
+    for name in sorted(storage.runs.list(f"*/{RUN_FILE}", files_only=False), reverse=True):
+        run_id = name.split("/", 1)[0]
+        if not re.fullmatch(RUN_ID_PATTERN, run_id):
+            continue
+        try:
+            found.append((run_id, RunRecord.load(storage, run_id).data))
+        except DataError as exc:
+            found.append((run_id, exc))
+    return found
+
+
 def list_runs(storage: Storage) -> list[dict[str, Any]]:
     """All run records, newest first; unreadable ones are reported, not hidden, and stale
     "running" ones read "interrupted"."""
-    if storage.remote is not None:
-        import re
-
-        from pipeline.store.remote import list_names, pull_file
-
-        for run_id in list_names(storage.remote_url(storage.runs_dir)):
-            if not re.fullmatch(RUN_ID_PATTERN, run_id):
-                continue  # not a run folder of ours; never a path to write to
-            local = storage.run_dir(run_id) / RUN_FILE
-            pull_file(storage.remote_url(local), local)
-    if not storage.runs_dir.is_dir():
-        return []
     runs = []
-    for path in sorted(storage.runs_dir.glob(f"*/{RUN_FILE}"), reverse=True):
-        try:
-            data = read_json(path)
-        except DataError as exc:
-            runs.append({"run_id": path.parent.name, "status": "unreadable", "error": str(exc)})
-            continue
-        runs.append({**data, "status": "interrupted"} if is_stale(data) else data)
+    for run_id, data in read_runs(storage):
+        if isinstance(data, DataError):
+            runs.append({"run_id": run_id, "status": "unreadable", "error": str(data)})
+        else:
+            runs.append({**data, "status": "interrupted"} if is_stale(data) else data)
     return runs
 
 
-def earlier_versions(storage: Storage, run_name: str, stage: str, before_run: str) -> list[Path]:
-    """Paths of `stage` versions used by earlier completed runs named `run_name`, oldest first.
+def earlier_versions(storage: Storage, run_name: str, stage: str, before_run: str) -> list[Folder]:
+    """Folders of `stage` versions used by earlier completed runs named `run_name`, oldest
+    first.
 
     Incremental dedup compares a new crawl against these, so pages admitted in an earlier week
     are not admitted again; each is checked against its manifest first, as any reuse is.
     """
-    paths: list[Path] = []
+    folders: list[Folder] = []
     for record in sorted(list_runs(storage), key=lambda r: r.get("started_at") or ""):
         if record.get("run_id") == before_run or record.get("status") != "completed":
             continue
         if (record.get("config") or {}).get("run", {}).get("name") != run_name:
             continue
         version = (record.get("versions") or {}).get(stage)
-        if version:
-            path = storage.version_dir(stage, version["version_id"])
-            if path.is_dir() and path not in paths:
-                load_version(storage, stage, version["version_id"])  # integrity check
-                paths.append(path)
-    return paths
+        if version and storage.has_version(stage, version["version_id"]):
+            found = load_version(storage, stage, version["version_id"])  # integrity check
+            if found.folder not in folders:
+                folders.append(found.folder)
+    return folders

@@ -1,12 +1,23 @@
-"""The one owner of paths under the storage root, and versioned, atomically committed datasets.
+"""The one owner of names under the storage root, and versioned, committed datasets.
 
-Layout (also in storage/README.md):
+The root is a `Folder` (pipeline/store/fs.py): a local path (the default) or a URL such as
+`s3://bucket/llmforge`; every read and write goes through it, so a URL root needs no local
+mirror. Layout (also in storage/README.md):
 
     <root>/versions/<stage>/<version_id>/   one immutable dataset version, manifest.json inside
     <root>/runs/<run_id>/run.json           what a pipeline run used and produced
-    <root>/tmp/                             versions being written (renamed into place when done)
-    <root>/locks/                           a lock per version being built (store/locks.py)
-    <root>/prefect/                         PREFECT_HOME of the local Prefect server
+
+Machine-local state lives in `storage.local`: the root itself for a local root, else
+`$LLMFORGE_CACHE/<hash of the URL>` (default ~/.cache/llmforge); it never holds versions:
+
+    <local>/tmp/      local builds (renamed into place when done), training work dirs
+    <local>/locks/    a lock per version being built (store/locks.py)
+    <local>/prefect/  PREFECT_HOME of the local Prefect server
+
+The commit: on a local root a version is built in tmp/ and renamed into place; on a URL root
+(object stores have no rename) it is written at its final prefix and its manifest, written
+last, is the commit marker: no manifest, no version. A retry first clears what a failed
+build left there, so retrying is idempotent.
 
 A version id is a hash of (stage, stage config, input version ids, stage code version), so the
 same work always lands in the same directory and a rerun finds it instead of recomputing:
@@ -28,7 +39,6 @@ import re
 import secrets
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,17 +49,19 @@ from pydantic import StringConstraints
 
 from pipeline.errors import DataError
 from pipeline.stage import StageResult
+from pipeline.store.fs import Folder, is_url
 from pipeline.store.integrity import (
     VerifyMode,
     check_mode,
     file_sha256,  # noqa: F401 (re-exported: callers hash files through storage)
     hash_files,
+    hash_names,
     remember_verified,
     verify_files,
 )
 from pipeline.store.locks import LockHeld, describe, exclusive_lock, host_tag, pid_alive
 
-PIPELINE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # code_version globs are relative to it
 MANIFEST = "manifest.json"
 log = logging.getLogger(__name__)
 
@@ -106,14 +118,14 @@ def short_hash(value: Any, length: int = 16) -> str:
 
 
 def code_version(patterns: list[str]) -> str:
-    """Hash of the source files a stage runs (globs relative to pipeline/ or model/'s parent).
+    """Hash of the source files a stage runs (globs relative to the repository root).
 
     Editing any of them gives the stage a new version id, so stale outputs are never reused
     after a code change (Prefect's TASK_SOURCE hashes only one function's text; this hashes
     every file the stage depends on).
     """
     digest = hashlib.sha256()
-    root = PIPELINE_DIR.parent
+    root = REPO_ROOT
     for pattern in patterns:
         for path in sorted(root.glob(pattern)):
             digest.update(path.relative_to(root).as_posix().encode())
@@ -136,83 +148,73 @@ def fingerprint_files(paths: list[Path]) -> str:
     return short_hash(entries)
 
 
-def write_json_atomic(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not readable JSON ({exc})") from None
+def cache_dir(url: str) -> Path:
+    """Machine-local state of a URL root: $LLMFORGE_CACHE (default ~/.cache/llmforge)/<hash>."""
+    base = Path(os.environ.get("LLMFORGE_CACHE", "~/.cache/llmforge")).expanduser()
+    return (base / hashlib.sha256(url.encode()).hexdigest()[:12]).resolve()
 
 
 @dataclass(frozen=True)
 class Storage:
-    """Paths under one storage root. Nothing touches the filesystem until a method is called.
+    """Names under one storage root. Nothing touches the filesystem until a method is called.
 
-    A URL root (`s3://bucket/llmforge`, `file:///data/llmforge`) is the shared store and
-    `root` its local cache (pipeline/store/remote.py); a plain path is used directly.
+    `root` is where versions and runs live (a local path or a URL); `local` is this machine's
+    state for that root (locks, tmp/, prefect/): the root itself when it is local.
     """
 
-    root: Path
-    remote: str | None = None
+    root: Folder
+    local: Path
     # How reuse checks a committed version against its manifest (run.verify): "sha256" hashes
     # every file, "size" only compares sizes (pipeline/store/integrity.py).
     verify: VerifyMode = "sha256"
 
     @classmethod
-    def at(cls, root: str | Path, verify: str = "sha256") -> Storage:
+    def at(cls, root: str | os.PathLike[str] | Folder, verify: str = "sha256") -> Storage:
         mode = check_mode(verify)
-        text = str(root)
-        if "://" in text:
-            from pipeline.store.remote import cache_dir
-
-            return cls(cache_dir(text), text.rstrip("/"), mode)
-        return cls(Path(root).expanduser().resolve(), None, mode)
-
-    def remote_url(self, local: Path) -> str | None:
-        """Where a path under the local root lives in the remote store."""
-        if self.remote is None:
-            return None
-        return f"{self.remote}/{local.relative_to(self.root).as_posix()}"
+        text = root.url if isinstance(root, Folder) else str(root)
+        if is_url(text) and not text.startswith("file://"):
+            folder = Folder(text)
+            return cls(folder, cache_dir(folder.url), mode)
+        path = Path(text.removeprefix("file://")).expanduser().resolve()
+        return cls(Folder(path), path, mode)
 
     @property
-    def versions_dir(self) -> Path:
+    def versions(self) -> Folder:
         return self.root / "versions"
 
     @property
-    def runs_dir(self) -> Path:
+    def runs(self) -> Folder:
         return self.root / "runs"
 
     @property
     def tmp_dir(self) -> Path:
-        return self.root / "tmp"
+        return self.local / "tmp"
 
     @property
     def locks_dir(self) -> Path:
-        return self.root / "locks"
+        return self.local / "locks"
 
     @property
     def prefect_home(self) -> Path:
-        return self.root / "prefect"
+        return self.local / "prefect"
 
-    def version_dir(self, stage: str, version_id: str) -> Path:
+    def _checked(self, folder: Folder, parent: Folder) -> Folder:
+        """`folder`, after checking that it resolves under `parent` (local roots: symlinks)."""
+        if folder.is_local:
+            inside(folder.local_path(), parent.local_path())
+        return folder
+
+    def version_folder(self, stage: str, version_id: str) -> Folder:
         """versions/<stage>/<version_id>, after checking both names and where it resolves."""
-        path = self.versions_dir / check_stage_name(stage) / check_version_id(version_id)
-        return inside(path, self.versions_dir / stage)
+        parent = self.versions / check_stage_name(stage)
+        return self._checked(parent / check_version_id(version_id), parent)
 
-    def run_dir(self, run_id: str) -> Path:
+    def run_folder(self, run_id: str) -> Folder:
         """runs/<run_id>, after checking the id and that the folder resolves under runs/."""
-        return inside(self.runs_dir / check_run_id(run_id), self.runs_dir)
+        return self._checked(self.runs / check_run_id(run_id), self.runs)
+
+    def report_folder(self, run_id: str) -> Folder:
+        return self.run_folder(run_id) / "report"
 
     def lock_path(self, stage: str, version_id: str) -> Path:
         """The lock a process holds while it builds this version (removed when it is done)."""
@@ -220,33 +222,12 @@ class Storage:
         check_version_id(version_id)
         return self.locks_dir / f"{stage}-{version_id}.lock"
 
-    def report_dir(self, run_id: str) -> Path:
-        return self.run_dir(run_id) / "report"
-
     def has_version(self, stage: str, version_id: str) -> bool:
-        """Committed here, or in the remote store (then downloaded into the local cache)."""
-        path = self.version_dir(stage, version_id)
-        if (path / MANIFEST).is_file():
-            return True
-        if self.remote is None:
-            return False
-        from pipeline.store.remote import pull_tree
-
-        return pull_tree(self.remote_url(path), path)
-
-    def publish(self, path: Path) -> None:
-        """Upload a committed version or a run record to the remote store, if there is one."""
-        if self.remote is None:
-            return
-        from pipeline.store.remote import push_file, push_tree
-
-        if path.is_dir():
-            push_tree(path, self.remote_url(path))
-        else:
-            push_file(path, self.remote_url(path))
+        """Committed: its manifest exists (one metadata call; nothing is downloaded)."""
+        return self.version_folder(stage, version_id).is_file(MANIFEST)
 
     def manifest(self, stage: str, version_id: str) -> dict[str, Any]:
-        return read_json(self.version_dir(stage, version_id) / MANIFEST)
+        return self.version_folder(stage, version_id).read_json(MANIFEST)
 
     def work_dir(self, stage: str, version_id: str) -> Path:
         """A stable in-progress folder for long work (training) that may resume after a stop."""
@@ -340,25 +321,33 @@ class Version:
 
     stage: str
     version_id: str
-    path: Path
+    folder: Folder
     manifest: dict[str, Any]
     reused: bool
+
+    @property
+    def path(self) -> Path:
+        """The version's local path (local roots only; raises ValueError on a URL root)."""
+        return self.folder.local_path()
 
     def summary(self) -> dict[str, Any]:
         return {
             "stage": self.stage,
             "version_id": self.version_id,
-            "path": str(self.path),
+            "path": self.folder.url,
             "reused": self.reused,
             "counts": self.manifest.get("counts", {}),
         }
 
 
-def _file_entries(folder: Path) -> list[dict[str, Any]]:
-    paths = sorted(p for p in folder.rglob("*") if p.is_file())
+def file_entries(folder: Folder) -> list[dict[str, Any]]:
+    """path, bytes and sha256 of every file below `folder` but the manifest: one listing, then
+    each file streamed through the hash (no local copy of a remote file)."""
+    sizes = {name: size for name, size in folder.sizes().items() if name != MANIFEST}
+    names = list(sizes)
     return [
-        {"path": path.relative_to(folder).as_posix(), "bytes": path.stat().st_size, "sha256": d}
-        for path, d in zip(paths, hash_files(paths), strict=True)
+        {"path": name, "bytes": sizes[name], "sha256": digest}
+        for name, digest in zip(names, hash_names(folder, names), strict=True)
     ]
 
 
@@ -380,28 +369,33 @@ def load_version(storage: Storage, stage: str, version_id: str) -> Version:
     """A committed version by id, checked against its manifest (`storage.verify`) before any
     use; a clear error if it is missing (deleted or never built) or changed since its commit."""
     if not storage.has_version(stage, version_id):
-        raise DataError(f"{stage} version {version_id} not found under {storage.versions_dir}")
-    path = storage.version_dir(stage, version_id)
-    manifest = storage.manifest(stage, version_id)
-    verify_files(path, manifest, storage.verify, rebuild_hint(stage))
-    return Version(stage, version_id, path, manifest, True)
+        raise DataError(f"{stage} version {version_id} not found under {storage.versions}")
+    folder = storage.version_folder(stage, version_id)
+    manifest = folder.read_json(MANIFEST)
+    verify_files(folder, manifest, storage.verify, rebuild_hint(stage))
+    return Version(stage, version_id, folder, manifest, True)
 
 
 def build_version(
     storage: Storage,
     plan: VersionPlan,
-    compute: Callable[[Path], StageResult],
+    compute: Callable[[Folder], StageResult],
     replace: bool = False,
     work_dir: Path | None = None,
 ) -> Version:
-    """Return the version for `plan`, computing it into a temp dir and renaming it into place.
+    """Return the version for `plan`, computing it if it is not committed yet.
 
-    The rename is the commit: a reader sees either no directory or a complete one with its
-    manifest. While building, the process holds the version's lock (`locks/`): a second process
-    on this machine planning the same version waits, then reuses the committed copy instead of
-    computing it again. Without the lock (another machine sharing the root) the first rename
-    wins and the other copy is discarded (same inputs, same output). A `work_dir` (training)
-    survives a failure so the work can resume there; the default temp dir does not.
+    `compute` writes into the Folder it is given: on a local root a temp dir renamed into place
+    (the rename is the commit); on a URL root the version's final prefix, cleared first, whose
+    manifest is written last (the commit marker). Either way a reader sees no version or a
+    complete one. While building, the process holds the version's lock (`<local>/locks/`): a
+    second process on this machine planning the same version waits, then reuses the committed
+    copy. Without the lock (another machine sharing a local root) the first rename wins and the
+    other copy is discarded (same inputs, same output); two machines building one version on a
+    URL root at once are not guarded against (run one driver per root).
+
+    A `work_dir` (training, a local folder) survives a failure so the work can resume there;
+    its files are renamed (local root) or uploaded (URL root) into the version when it is done.
     `replace` (--force) rebuilds even a version that exists or fails its check.
     """
     if not replace and (existing := find_version(storage, plan)) is not None:
@@ -418,13 +412,38 @@ def build_version(
     with exclusive_lock(storage.lock_path(plan.stage, plan.version_id), on_wait=waiting):
         if not replace and (existing := find_version(storage, plan)) is not None:
             return existing  # committed by the process we waited for
-        return _build_locked(storage, plan, compute, replace, work_dir)
+        if storage.root.is_local:
+            return _build_local(storage, plan, compute, replace, work_dir)
+        return _build_remote(storage, plan, compute, work_dir)
 
 
-def _build_locked(
+def _manifest(
+    plan: VersionPlan, result: StageResult, files: list[dict[str, Any]], started: float
+) -> dict[str, Any]:
+    return {
+        "stage": plan.stage,
+        "version_id": plan.version_id,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code_version": plan.code_version,
+        "config": plan.config,
+        "inputs": plan.inputs,
+        "counts": {
+            "docs_in": result.docs_in,
+            "docs_out": result.docs_out,
+            "drops": result.drops,
+            "extra": result.extra,
+        },
+        "shards": result.shards,
+        "files": files,
+        "bytes_total": sum(f["bytes"] for f in files),
+        "timings": {"seconds": round(time.time() - started, 3)},
+    }
+
+
+def _build_local(
     storage: Storage,
     plan: VersionPlan,
-    compute: Callable[[Path], StageResult],
+    compute: Callable[[Folder], StageResult],
     replace: bool,
     work_dir: Path | None,
 ) -> Version:
@@ -433,43 +452,54 @@ def _build_locked(
     replaced: Path | None = None
     started = time.time()
     try:
-        result = compute(tmp)
-        files = _file_entries(tmp)
-        manifest = {
-            "stage": plan.stage,
-            "version_id": plan.version_id,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "code_version": plan.code_version,
-            "config": plan.config,
-            "inputs": plan.inputs,
-            "counts": {
-                "docs_in": result.docs_in,
-                "docs_out": result.docs_out,
-                "drops": result.drops,
-                "extra": result.extra,
-            },
-            "shards": result.shards,
-            "files": files,
-            "bytes_total": sum(f["bytes"] for f in files),
-            "timings": {"seconds": round(time.time() - started, 3)},
-        }
-        write_json_atomic(tmp / MANIFEST, manifest)
-        final = storage.version_dir(plan.stage, plan.version_id)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if replace and final.exists():
+        result = compute(Folder(tmp))
+        files = file_entries(Folder(tmp))
+        manifest = _manifest(plan, result, files, started)
+        Folder(tmp).write_json(MANIFEST, manifest)
+        final = storage.version_folder(plan.stage, plan.version_id)
+        final_path = final.local_path()
+        final_path.parent.mkdir(parents=True, exist_ok=True)
+        if replace and final_path.exists():
             # --force: move the old copy aside first so readers never see a mix of both.
             replaced = storage.new_tmp_dir(f"{plan.stage}-replaced")
-            os.rename(final, replaced / plan.version_id)
+            os.rename(final_path, replaced / plan.version_id)
         try:
-            os.rename(tmp, final)
+            os.rename(tmp, final_path)
         except OSError:
             if not storage.has_version(plan.stage, plan.version_id):
                 raise
             return load_version(storage, plan.stage, plan.version_id)
         remember_verified(final)  # just hashed into the manifest: no need to hash it again
-        storage.publish(final)
         return Version(plan.stage, plan.version_id, final, manifest, False)
     finally:
         for leftover in (None if work_dir else tmp, replaced):
             if leftover is not None and leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _build_remote(
+    storage: Storage,
+    plan: VersionPlan,
+    compute: Callable[[Folder], StageResult],
+    work_dir: Path | None,
+) -> Version:
+    final = storage.version_folder(plan.stage, plan.version_id)
+    # Whatever is there is a failed build's leftover (no manifest) or, with --force, the old
+    # version: un-commit it (manifest first, so no reader sees a mix), then clear the prefix.
+    final.remove(MANIFEST)
+    final.remove()
+    started = time.time()
+    if work_dir is None:
+        result = compute(final)
+        files = file_entries(final)
+    else:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        result = compute(Folder(work_dir))
+        files = file_entries(Folder(work_dir))  # hashed here, where reading is cheap
+        final.put_tree(work_dir)
+    manifest = _manifest(plan, result, files, started)
+    final.write_json(MANIFEST, manifest)  # the commit marker, written last
+    remember_verified(final)
+    if work_dir is not None:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return Version(plan.stage, plan.version_id, final, manifest, False)

@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.errors import DataError
 from pipeline.stage import StageResult
+from pipeline.store.fs import Folder
 from pipeline.store.gc import collect_garbage, format_report, human_bytes
 from pipeline.store.runs import RunRecord
 from pipeline.store.versions import Storage, Version, VersionPlan, build_version
@@ -20,10 +21,9 @@ SEEDS = ["https://example.com/", "https://example.org/docs/"]
 def build(storage: Storage, stage: str, config: dict, inputs: list[dict], size: int) -> Version:
     """A version like a real stage's: a data file of `size` bytes and a manifest linking inputs."""
 
-    def compute(out: Path) -> StageResult:
+    def compute(out: Folder) -> StageResult:
         name = "checkpoint.pt" if stage == "train" else "data/part-00000.parquet"
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        (out / name).write_bytes(b"x" * size)
+        out.write_bytes(name, b"x" * size)
         extra = {"seeds": SEEDS, "warc_files": ["warc/crawl-00000.warc.gz"]}
         return StageResult(10, 8, {f"{stage}_short": 2}, extra if stage == "crawl" else {})
 
@@ -70,8 +70,9 @@ def make_run(
         record.add_version(version.summary())
     record.data["reruns"] = [{"stage": v.stage, "version_id": v.version_id} for v in reruns]
     if "train" in versions:  # like flows/model.py: a symlink into the train version
-        (record.dir / "checkpoint.pt").symlink_to(versions["train"].path / "checkpoint.pt")
-        record.add_artifacts({"checkpoint.pt": str(record.dir / "checkpoint.pt")})
+        link = record.folder.local_path("checkpoint.pt")
+        link.symlink_to(versions["train"].path / "checkpoint.pt")
+        record.add_artifacts({"checkpoint.pt": str(link)})
     record.data["status"] = status
     record.save()
     return record
@@ -108,7 +109,9 @@ def three_runs(tmp_path):
 
 def test_keep_last_deletes_only_what_older_runs_used(three_runs):
     storage, a, b, c = three_runs
-    run_bytes = {r: (storage.run_dir(r) / "run.json").stat().st_size for r in ("run-a", "run-b")}
+    run_bytes = {
+        r: storage.run_folder(r).local_path("run.json").stat().st_size for r in ("run-a", "run-b")
+    }
     only_old = [a[s] for s in ("filter", "dedup", "tokenize", "train", "evaluate")]
     only_old += [b["train"], b["evaluate"]]
     expected = sorted((v.stage, v.version_id, version_bytes(v)) for v in only_old)
@@ -122,7 +125,7 @@ def test_keep_last_deletes_only_what_older_runs_used(three_runs):
         assert (version.path / "manifest.json").is_file()
     for version in only_old:
         assert not version.path.exists()
-    assert not storage.run_dir("run-a").exists() and storage.run_dir("run-c").is_dir()
+    assert not storage.run_folder("run-a").exists() and storage.run_folder("run-c").is_dir()
     assert list(storage.tmp_dir.iterdir()) == []  # the renamed-away folders are gone too
     again = collect_garbage(storage, keep_last=1)
     assert again.deleted_versions == [] and again.freed_bytes == 0
@@ -130,9 +133,9 @@ def test_keep_last_deletes_only_what_older_runs_used(three_runs):
 
 def test_dry_run_deletes_nothing_and_reports_the_same(three_runs):
     storage = three_runs[0]
-    before = listing(storage.root)
+    before = listing(storage.local)
     dry = collect_garbage(storage, keep_last=1, dry_run=True)
-    assert listing(storage.root) == before
+    assert listing(storage.local) == before
     assert dry.dry_run and "would delete run run-a" in format_report(dry)
     real = collect_garbage(storage, keep_last=1)
     assert (dry.deleted_versions, dry.deleted_runs, dry.freed_bytes) == (
@@ -222,8 +225,7 @@ def test_unreadable_run_stops_gc(tmp_path):
     storage = Storage.at(tmp_path)
     versions = build_chain(storage, until="extract")
     make_run(storage, "good", versions)
-    (storage.run_dir("broken")).mkdir()
-    (storage.run_dir("broken") / "run.json").write_text("{not json")
+    storage.run_folder("broken").write_bytes("run.json", "{not json")
     with pytest.raises(DataError, match="run 'broken'"):
         collect_garbage(storage, keep_last=1)
     assert versions["crawl"].path.is_dir()

@@ -17,10 +17,10 @@ PLAN = VersionPlan("filter", {"k": 1}, [{"stage": "extract", "version_id": "0" *
 
 def compute(out):
     """Two real Parquet shards, as a document stage writes them."""
-    (out / "data").mkdir()
     for i in range(2):
         table = pa.table({"id": [f"d{i}-{j}" for j in range(50)], "text": ["words " * 40] * 50})
-        pq.write_table(table, out / "data" / f"part-{i:05d}.parquet")
+        with out.output(f"data/part-{i:05d}.parquet") as path:
+            pq.write_table(table, path)
     return StageResult(docs_in=100, docs_out=100)
 
 
@@ -111,7 +111,7 @@ def test_a_corrupted_earlier_dedup_version_is_not_compared_against(tmp_path):
     record = RunRecord.create(storage, {"run": {"name": "weekly"}}, run_id="week-1")
     record.add_version(version.summary())
     record.finish("completed")
-    assert earlier_versions(storage, "weekly", "dedup", "week-2") == [version.path]
+    assert earlier_versions(storage, "weekly", "dedup", "week-2") == [version.folder]
     flip_a_byte(version.path / "data" / "part-00000.parquet")
     clear_cache()
     with pytest.raises(IntegrityError, match="part-00000.parquet: sha256 differs"):

@@ -34,7 +34,7 @@ from pipeline.stage import StageResult
 from pipeline.store.versions import Storage, VersionPlan, build_version
 root, counter, go = map(pathlib.Path, sys.argv[1:4])
 def compute(out):
-    (out / "data.txt").write_text("the same output")
+    out.write_text("data.txt", "the same output")
     with open(counter, "a") as f:
         f.write(f"{out}\\n")
     while not go.exists():  # hold the version's lock until the test says go
@@ -200,7 +200,7 @@ def test_gc_keeps_a_live_run_and_drops_a_stale_one_however_young(tmp_path):
     report = collect_garbage(storage, keep_last=0)
     assert [run_id for run_id, _ in report.deleted_runs] == ["killed-run"]
     assert len(report.deleted_tmp) == 1 and report.deleted_tmp[0][0].startswith("extract-")
-    assert storage.run_dir("live-run").is_dir() and busy.is_dir()
+    assert storage.run_folder("live-run").is_dir() and busy.is_dir()
 
 
 def test_pid_alive():

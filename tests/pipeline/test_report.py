@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -99,14 +100,14 @@ def store(tmp_path_factory):
 def full(store, tmp_path_factory):
     storage, manifests = store
     paths = build_report(storage, "full")
-    return paths, paths.markdown.read_text(), manifests
+    return paths, Path(paths.markdown).read_text(), manifests
 
 
 def test_report_files_are_written_into_the_run_folder(full, store):
     paths, _, _ = full
     storage, _ = store
-    assert paths.dir == storage.run_dir("full") / "report"
-    assert sorted(p.name for p in paths.dir.iterdir()) == [
+    assert paths.dir == storage.report_folder("full")
+    assert sorted(p.name for p in paths.dir.local_path().iterdir()) == [
         "clusters.png",
         "funnel.png",
         "report.html",
@@ -114,9 +115,11 @@ def test_report_files_are_written_into_the_run_folder(full, store):
         "signals.png",
     ]
     for image in paths.images.values():
-        data = image.read_bytes()
+        data = Path(image).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5_000, image
-    assert not [p for p in paths.dir.parent.iterdir() if p.name.startswith(".")]  # no temp dir
+    assert not [
+        p for p in paths.dir.local_path().parent.iterdir() if p.name.startswith(".")
+    ]  # no temp dir
 
 
 def test_funnel_has_the_manifest_numbers(full):
@@ -173,7 +176,7 @@ def test_histograms_for_the_measured_signals_with_thresholds(full, store):
     assert "`gopher_quality.bullet_lines_ratio`" in signals
     assert "![filter signals](signals.png)" in signals
     storage, _ = store
-    partial = build_report(storage, "no-fineweb").markdown.read_text()
+    partial = Path(build_report(storage, "no-fineweb").markdown).read_text()
     assert "`gopher_quality.word_count`" in partial and "`fineweb." not in partial
 
 
@@ -196,7 +199,7 @@ def test_top_domains_and_duplicate_clusters(full):
 
 def test_html_is_self_contained_and_escapes_document_text(full):
     paths, _, _ = full
-    page = paths.html.read_text()
+    page = Path(paths.html).read_text()
     assert page.count('src="data:image/png;base64,') == len(paths.images)
     assert ".png" not in page.replace("data:image/png", "")
     assert "<table>" in page and "<h2>5. Duplicate clusters</h2>" in page
@@ -221,8 +224,8 @@ def test_html_is_self_contained_and_escapes_document_text(full):
 def test_runs_with_missing_stages_still_get_a_report(store, run_id, present, absent):
     storage, _ = store
     paths = build_report(storage, run_id)
-    markdown = paths.markdown.read_text()
-    assert paths.html.is_file()
+    markdown = Path(paths.markdown).read_text()
+    assert Path(paths.html).is_file()
     for text in present:
         assert text in markdown, text
     for text in absent:
@@ -233,13 +236,13 @@ def test_rebuilding_gives_the_same_report(store, full, tmp_path):
     storage, _ = store
     paths, markdown, _ = full
     again = build_report(storage, "full", tmp_path / "again", ReportConfig())
-    assert again.markdown.read_text() == markdown
-    assert again.html.read_text() == paths.html.read_text()
+    assert Path(again.markdown).read_text() == markdown
+    assert Path(again.html).read_text() == Path(paths.html).read_text()
     for key, image in paths.images.items():
-        assert again.images[key].read_bytes() == image.read_bytes(), key
-    size = again.images["funnel"].stat().st_size
+        assert Path(again.images[key]).read_bytes() == Path(image).read_bytes(), key
+    size = Path(again.images["funnel"]).stat().st_size
     replaced = build_report(storage, "full", tmp_path / "again", ReportConfig(dpi=50))
-    assert replaced.images["funnel"].stat().st_size < size  # the new report, not the old
+    assert Path(replaced.images["funnel"]).stat().st_size < size  # the new report, not the old
     assert [p.name for p in tmp_path.iterdir()] == ["again"]  # no temp or old copy left
 
 
@@ -263,7 +266,7 @@ def _samples(removals: str, reason: str) -> list[str]:
 
 def test_contamination_section_from_the_evaluate_version(tmp_path):
     storage = Storage.at(tmp_path)
-    folder = storage.version_dir("evaluate", "0e1e1e1e1e1e1e1e")
+    folder = storage.version_folder("evaluate", "0e1e1e1e1e1e1e1e").local_path()
     folder.mkdir(parents=True)
     contamination = {
         "ngram": 13,
@@ -275,8 +278,8 @@ def test_contamination_section_from_the_evaluate_version(tmp_path):
     (folder / "eval.json").write_text(json.dumps({"contamination": contamination}))
     _record(storage, "evaluated", [{"stage": "evaluate", "version_id": "0e1e1e1e1e1e1e1e"}])
     _record(storage, "not-evaluated", [])
-    markdown = build_report(storage, "evaluated").markdown.read_text()
+    markdown = Path(build_report(storage, "evaluated").markdown).read_text()
     assert "## 6. Contamination" in markdown and "1,200 training documents" in markdown
     assert "| val | 40 | 8 | 2 | 6.25% |" in markdown
     assert "| hellaswag | 10 | 0 | 0 | 0.00% |" in markdown
-    assert "Contamination" not in build_report(storage, "not-evaluated").markdown.read_text()
+    assert "Contamination" not in Path(build_report(storage, "not-evaluated").markdown).read_text()

@@ -17,8 +17,7 @@ def _plan(threshold: float = 0.1, upstream: str = "abc") -> VersionPlan:
 def _compute(calls: list):
     def compute(out):
         calls.append(out)
-        (out / "data").mkdir()
-        (out / "data" / "part-00000.parquet").write_bytes(b"x" * 10)
+        out.write_bytes("data/part-00000.parquet", b"x" * 10)
         return StageResult(docs_in=3, docs_out=2, drops={"gopher_short_doc": 1})
 
     return compute
@@ -55,14 +54,13 @@ def test_failed_compute_leaves_nothing_visible(tmp_path):
     storage = Storage.at(tmp_path)
 
     def boom(out):
-        (out / "data").mkdir()
-        (out / "data" / "part-00000.parquet").write_bytes(b"half")
+        out.write_bytes("data/part-00000.parquet", b"half")
         raise RuntimeError("disk on fire")
 
     with pytest.raises(RuntimeError):
         build_version(storage, _plan(), boom)
     assert find_version(storage, _plan()) is None
-    assert not storage.version_dir("filter", _plan().version_id).exists()
+    assert not storage.version_folder("filter", _plan().version_id).exists()
     assert list((tmp_path / "tmp").iterdir()) == []
 
 

@@ -80,12 +80,12 @@ def test_paths_outside_the_root_are_refused_and_nothing_is_touched(tmp_path):
     (outside / "run.json").write_text('{"run_id": "x", "status": "completed", "versions": {}}')
     before = snapshot(tmp_path)
     for call in (
-        lambda: storage.run_dir("../../x"),
-        lambda: storage.report_dir("../../x"),
+        lambda: storage.run_folder("../../x"),
+        lambda: storage.report_folder("../../x"),
         lambda: RunRecord.load(storage, "../../x"),
         lambda: RunRecord.create(storage, {}, run_id="../../x"),
-        lambda: storage.version_dir("filter", "../../../x"),
-        lambda: storage.version_dir("../x", "0123456789abcdef"),
+        lambda: storage.version_folder("filter", "../../../x"),
+        lambda: storage.version_folder("../x", "0123456789abcdef"),
         lambda: load_version(storage, "filter", "../../../x"),
         lambda: storage.lock_path("filter", "../x"),
         lambda: storage.work_dir("train", "../../x"),
@@ -100,15 +100,16 @@ def test_a_run_folder_symlinked_out_of_the_root_is_refused(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "run.json").write_text('{"run_id": "sneaky", "status": "completed"}')
-    storage.runs_dir.mkdir(parents=True)
-    (storage.runs_dir / "sneaky").symlink_to(elsewhere)
+    runs = storage.runs.local_path()
+    runs.mkdir(parents=True)
+    (runs / "sneaky").symlink_to(elsewhere)
     with pytest.raises(DataError, match="outside"):
         RunRecord.load(storage, "sneaky")
-    version = storage.versions_dir / "filter" / "0123456789abcdef"
+    version = storage.versions.local_path("filter/0123456789abcdef")
     version.parent.mkdir(parents=True)
     version.symlink_to(elsewhere)
     with pytest.raises(DataError, match="outside"):
-        storage.version_dir("filter", "0123456789abcdef")
+        storage.version_folder("filter", "0123456789abcdef")
 
 
 def test_a_symlinked_runs_folder_is_still_allowed(tmp_path):
@@ -118,12 +119,12 @@ def test_a_symlinked_runs_folder_is_still_allowed(tmp_path):
     (tmp_path / "storage").mkdir()
     (tmp_path / "storage" / "runs").symlink_to(disk)
     storage = Storage.at(tmp_path / "storage")
-    assert storage.run_dir("r1") == storage.runs_dir / "r1"
+    assert storage.run_folder("r1") == storage.runs / "r1"
 
 
 def test_gc_and_list_leave_foreign_folders_alone(tmp_path):
     storage = Storage.at(tmp_path)
-    foreign = storage.versions_dir / "filter" / "my-backup"
+    foreign = storage.versions.local_path("filter/my-backup")
     foreign.mkdir(parents=True)
     report = collect_garbage(storage)
     assert foreign.is_dir() and report.deleted_versions == []
