@@ -2,6 +2,7 @@
 
     python -m model.train_cli --tokens DIR --out DIR --set preset=tiny --set max_steps=300
     torchrun --standalone --nproc_per_node=2 -m model.train_cli --tokens DIR --out DIR [--resume]
+    torchrun ... -m model.train_cli --tokens s3://bucket/llmforge/versions/tokenize/ID --out DIR
 
 `--set key=value` sets any TrainConfig field (values parsed as JSON when they parse, else
 taken as strings). `batch_size` is per process. Rank 0 logs and prints the summary as JSON.
@@ -39,7 +40,9 @@ def parse_sets(items: list[str]) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.train_cli", description=__doc__)
-    parser.add_argument("--tokens", type=Path, required=True, help="token dataset folder")
+    parser.add_argument(
+        "--tokens", required=True, help="token dataset folder, or its URL in the store (s3://...)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, logs)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
