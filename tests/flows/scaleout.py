@@ -31,7 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "llmforge-test"
 STARTUP_S = 90  # moto and a Dask worker import ~1 s of modules each; 2 shared cores are slow
-# Environment a node must not inherit: it points at the driver's own folders.
+# Environment a node must not inherit: it names the driver's own folders (and so does any
+# variable whose value lies in a hidden folder, such as torch's TORCHINDUCTOR_CACHE_DIR, which
+# importing torch._dynamo sets in the driver).
 DRIVER_ONLY_ENV = ("LLMFORGE_CACHE", "PREFECT_HOME", "TMPDIR", "TEMP", "TMP", "PWD", "OLDPWD")
 
 
@@ -202,7 +204,11 @@ class NodeProcess:
         self.name = name
         self.node = Path(tempfile.gettempdir()) / f"llmforge-{name}-{secrets.token_hex(4)}"
         self.log = logs / f"{name}.log"
-        clean = {k: v for k, v in env.items() if k not in DRIVER_ONLY_ENV}
+        clean = {
+            key: value
+            for key, value in env.items()
+            if key not in DRIVER_ONLY_ENV and not any(value.startswith(str(h)) for h in hidden)
+        }
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
                 isolated(command, self.node, hidden),
