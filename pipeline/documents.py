@@ -10,21 +10,25 @@ Documents from other tools (FineWeb, Dolma, plain JSONL) become this schema in
 `pipeline/extract/sources.py`; the columns it has no place for travel along in `meta`, a
 JSON object, so every stage carries them through untouched. `check_shard` tells a document
 shard from anything else in one line naming the file and the column.
+
+Shards are read and written through `pipeline.store.fs.Folder`, so a dataset may live on an
+object store (`s3://...`); a local file goes to pyarrow as a path, as fast as ever.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import DataError
+from pipeline.store.fs import Folder, as_folder, is_url
 
 DOCUMENT_SCHEMA = pa.schema(
     [
@@ -52,6 +56,9 @@ REMOVED_SCHEMA = REMOVED_SCHEMA.append(pa.field("cluster_id", pa.string()))
 
 DOCUMENT_COLUMNS = DOCUMENT_SCHEMA.names
 SHARD_GLOB = "part-*.parquet"
+# A file or folder for every function here: a local path, a URL (`folder.url_of(name)`) or a
+# Folder, so a shard task on a machine without the driver's disk needs nothing but URLs.
+Source = str | os.PathLike[str] | Folder
 
 
 def describe_type(dtype: pa.DataType) -> str:
@@ -59,15 +66,12 @@ def describe_type(dtype: pa.DataType) -> str:
 
 
 def check_shard(
-    path: Path | str, schema: pa.Schema, columns: list[str] | None = None, what: str = "document"
+    path: Source, schema: pa.Schema, columns: list[str] | None = None, what: str = "document"
 ) -> None:
     """Raise one DataError line if `path` lacks one of `columns` (default: all of `schema`'s)
     or holds it with another type. Reads the Parquet footer only, so it is cheap to run on every
     shard before any work starts."""
-    try:
-        found = pq.read_schema(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    found = read_schema(path)
     for name in columns or schema.names:
         want = schema.field(name).type
         if name not in found.names:
@@ -80,7 +84,7 @@ def check_shard(
             )
 
 
-def is_document_shard(path: Path | str) -> bool:
+def is_document_shard(path: Source) -> bool:
     """True if `path` has every DOCUMENT_SCHEMA column with its type (extra columns allowed)."""
     try:
         check_shard(path, DOCUMENT_SCHEMA)
@@ -107,9 +111,80 @@ def shard_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
 
 
-def list_shards(folder: Path | str) -> list[Path]:
-    """The shards of a dataset folder, in name order; a clear error if there are none."""
-    folder = Path(folder)
+def _local(file: Source) -> str | os.PathLike[str] | None:
+    """`file` as a local path when it is one (pyarrow reads those directly, fastest)."""
+    if isinstance(file, Folder):
+        return file.path if file.is_local else None
+    if not is_url(file):
+        return file
+    return str(file).removeprefix("file://") if str(file).startswith("file://") else None
+
+
+def locate(file: Source) -> tuple[Folder, str]:
+    """The folder holding `file` and its name in there."""
+    local = _local(file)
+    if local is not None:
+        path = Path(local)
+        return Folder(path.parent), path.name
+    url = file.url if isinstance(file, Folder) else str(file).rstrip("/")
+    parent, name = url.rsplit("/", 1)
+    return Folder(parent), name
+
+
+def file_name(file: Source) -> str:
+    """The name of `file` (a path, URL or Folder) without its folder."""
+    local = _local(file)
+    return Path(local).name if local is not None else locate(file)[1]
+
+
+@contextlib.contextmanager
+def _readable(file: Source) -> Iterator[str | os.PathLike[str] | IO[bytes]]:
+    """What pyarrow reads `file` from: the local path itself, else an open file object."""
+    local = _local(file)
+    if local is not None:
+        yield local
+        return
+    folder, name = locate(file)
+    with folder.open(name, "rb") as handle:
+        yield handle
+
+
+def read_schema(path: Source) -> pa.Schema:
+    """A Parquet file's schema from its footer; one DataError line naming the file if unreadable."""
+    try:
+        with _readable(path) as source:
+            return pq.read_schema(source)
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+
+
+def shard_folder(where: Source) -> tuple[Folder, list[str]]:
+    """A dataset's folder and its shard names in order: every part-*.parquet of a folder, or the
+    one file `where` names; a clear error if there are none."""
+    local = _local(where)
+    if local is not None:
+        shards = list_shards(local)
+        return Folder(shards[0].parent), [shard.name for shard in shards]
+    folder = as_folder(where)
+    if not folder.exists():
+        raise DataError(f"{where}: no such file or directory")
+    if folder.is_file():
+        parent, name = locate(folder)
+        return parent, [name]
+    names = folder.list(SHARD_GLOB)
+    if not names:
+        raise DataError(f"{where}: no {SHARD_GLOB} files in this folder")
+    return folder, names
+
+
+def list_shards(folder: Source) -> list[Path] | list[str]:
+    """The shards of a dataset folder, in name order: local paths for a local folder, URLs for
+    a remote one; a clear error if there are none."""
+    local = _local(folder)
+    if local is None:
+        parent, names = shard_folder(folder)
+        return [parent.url_of(name) for name in names]
+    folder = Path(local)
     if not folder.exists():
         raise DataError(f"{folder}: no such file or directory")
     if folder.is_file():
@@ -120,67 +195,65 @@ def list_shards(folder: Path | str) -> list[Path]:
     return shards
 
 
-def _check_columns(path: Path | str, columns: list[str] | None) -> None:
+def _check_columns(path: Source, columns: list[str] | None) -> None:
     """Document columns asked for must exist with their types: one line, not pyarrow's dump."""
     wanted = [c for c in columns or [] if c in DOCUMENT_COLUMNS]
     if wanted:
         check_shard(path, DOCUMENT_SCHEMA, wanted)
 
 
-def read_table(path: Path | str, columns: list[str] | None = None) -> pa.Table:
+def read_table(path: Source, columns: list[str] | None = None) -> pa.Table:
     """Read one Parquet file, turning pyarrow's errors into one line naming the file."""
     _check_columns(path, columns)
     try:
-        return pq.read_table(path, columns=columns)
+        with _readable(path) as source:
+            return pq.read_table(source, columns=columns)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
 
 
 def iter_batches(
-    path: Path | str, batch_size: int = 1024, columns: list[str] | None = None
+    path: Source, batch_size: int = 1024, columns: list[str] | None = None
 ) -> Iterator[pa.RecordBatch]:
     """Stream a Parquet file in record batches so big shards never sit whole in memory."""
     _check_columns(path, columns)
     try:
-        parquet = pq.ParquetFile(path)
-        yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
+        with _readable(path) as source:
+            parquet = pq.ParquetFile(source)
+            yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
 
 
-def iter_documents(path: Path | str, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
+def iter_documents(path: Source, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
     """Documents of one shard as dicts with DOCUMENT_SCHEMA's keys."""
     check_shard(path, DOCUMENT_SCHEMA)
     for batch in iter_batches(path, batch_size, columns=DOCUMENT_COLUMNS):
         yield from batch.to_pylist()
 
 
-def atomic_write_table(table: pa.Table, path: Path | str, **kwargs: Any) -> None:
-    """Write a Parquet file to a temp name beside it, then rename: never half-visible."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+def atomic_write_table(table: pa.Table, path: Source, **kwargs: Any) -> None:
+    """Write a Parquet file so it is never half-visible (`Folder.output`: a temp file renamed
+    into place locally, one upload remotely)."""
+    folder, name = locate(path)
+    with folder.output(name) as tmp:
         if table.num_rows:
             pq.write_table(table, tmp, **kwargs)
         else:
             # No row group at all: `datasets` fails on a 0-row group ("BatchSize must be
             # greater than 0") but reads a file without any as an empty split.
             pq.ParquetWriter(tmp, table.schema, **kwargs).close()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class ShardWriter:
     """Collects rows for one output shard and writes it atomically on close.
 
     Rows are buffered in memory: shards are sized so one fits comfortably (a few hundred MB at
-    most), which keeps the write a single atomic rename.
+    most), which keeps the write a single atomic rename (or upload).
     """
 
-    def __init__(self, path: Path | str, schema: pa.Schema):
-        self.path = Path(path)
+    def __init__(self, path: Source, schema: pa.Schema):
+        self.path = path if isinstance(path, Folder) or is_url(path) else Path(path)
         self.schema = schema
         self._batches: list[pa.RecordBatch] = []
         self._pending: list[dict[str, Any]] = []

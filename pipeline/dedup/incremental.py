@@ -20,17 +20,15 @@ copies. Signatures must have been made with the same parameters (checked, DataEr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import pyarrow.parquet as pq
 
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.lsh import band_hashes, save_array
 from pipeline.dedup.signatures import hashvalues_matrix, written_params
-from pipeline.documents import list_shards, read_table
+from pipeline.documents import Source, file_name, list_shards, read_schema, read_table
 from pipeline.errors import DataError
 from pipeline.stage import ShardResult
+from pipeline.store.fs import Folder
 
 SIGNATURES = "signatures"  # folder of a dedup version that keeps its signatures
 PREVIOUS = "previous"  # cluster_id prefix of documents removed against an earlier version
@@ -41,33 +39,35 @@ class Earlier:
     """One earlier dedup version: its folder name (for cluster ids) and signature shards."""
 
     name: str
-    signatures: tuple[Path, ...]
+    signatures: tuple[Source, ...]  # local paths or URLs
 
 
 def earlier_versions(against: list[str], params: dict[str, Any]) -> list[Earlier]:
-    """Check every `against` folder up front: signatures present and made like ours."""
+    """Check every `against` folder (a local path or URL) up front: signatures present and made
+    like ours."""
     versions = []
-    for folder in map(Path, against):
-        folder_signatures = folder / SIGNATURES
-        if not folder_signatures.is_dir():
+    for location in against:
+        folder = Folder(location)
+        if not folder.is_dir(SIGNATURES):
             raise DataError(
-                f"{folder}: dedup.against needs a dedup version folder with signatures/"
+                f"{location}: dedup.against needs a dedup version folder with signatures/"
             )
-        shards = tuple(list_shards(folder_signatures))
+        shards = tuple(list_shards(folder.url_of(SIGNATURES)))
         for shard in shards:
             check_params(shard, _read_params(shard), params)
         versions.append(Earlier(folder.name, shards))
     return versions
 
 
-def _read_params(path: Path) -> dict[str, Any] | None:
+def _read_params(path: Source) -> dict[str, Any] | None:
+    schema = read_schema(path)
     try:
-        return written_params(pq.read_schema(path))
-    except (OSError, ValueError) as exc:
+        return written_params(schema)
+    except ValueError as exc:
         raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
-def check_params(path: Path, found: dict[str, Any] | None, expected: dict[str, Any]) -> None:
+def check_params(path: Source, found: dict[str, Any] | None, expected: dict[str, Any]) -> None:
     if found != expected:
         raise DataError(f"{path}: signatures made with {found}, config needs {expected}")
 
@@ -80,9 +80,9 @@ def cluster_label(version: str, doc_id: str) -> str:
 class IndexTask:
     """Band hashes (and, to verify, raw signatures) of one earlier signature shard."""
 
-    signatures: Path
-    bands_out: Path
-    signatures_out: Path | None
+    signatures: Source
+    bands_out: Source
+    signatures_out: Source | None
     config: DedupConfig
 
 
@@ -95,4 +95,4 @@ def index_shard(task: IndexTask) -> ShardResult:
     save_array(band_hashes(matrix, config.bands, config.rows), task.bands_out)
     if task.signatures_out is not None:
         save_array(matrix, task.signatures_out)
-    return ShardResult(shard=task.signatures.name, docs_in=len(matrix), docs_out=len(matrix))
+    return ShardResult(shard=file_name(task.signatures), docs_in=len(matrix), docs_out=len(matrix))

@@ -15,14 +15,16 @@ then documents of earlier versions (`new_docs` and up), which are never linked t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from pathlib import Path
+from typing import IO
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pipeline.dedup.signatures import fmix64, odd_constants
+from pipeline.documents import Source, locate
 from pipeline.stage import ShardResult
 
 _ROW_WEIGHTS = odd_constants(64, 0xBA4D)  # weight of a value by its place in the band
@@ -38,10 +40,45 @@ def lsh_threshold(bands: int, rows: int) -> float:
     return (1.0 / bands) ** (1.0 / rows)
 
 
-def save_array(array: np.ndarray, path: Path) -> None:
-    """A scratch .npy for a later phase (read back memory-mapped)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, array)
+def save_array(array: np.ndarray, path: Source) -> None:
+    """A scratch .npy for a later phase (a local path or URL), in C order for `load_rows`."""
+    folder, name = locate(path)
+    with folder.output(name) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.ascontiguousarray(array))
+
+
+def _npy_header(handle: IO[bytes]) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, offset of the data) of a C-order .npy file (numpy's format module)."""
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    return shape, dtype, handle.tell()
+
+
+def load_rows(path: Source, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Rows [start, stop) of a .npy written by `save_array`, reading only those: memory-mapped
+    when local, one ranged read of a remote file (a band of every shard, not all bands)."""
+    folder, name = locate(path)
+    if folder.is_local:
+        return np.load(folder.local_path(name), mmap_mode="r")[start:stop]
+    with folder.open(name, "rb") as handle:
+        shape, dtype, offset = _npy_header(handle)
+        count = max((shape[0] if stop is None else min(stop, shape[0])) - start, 0)
+        row = dtype.itemsize * math.prod(shape[1:])
+        handle.seek(offset + start * row)
+        data = handle.read(count * row)
+    return np.frombuffer(data, dtype).reshape(count, *shape[1:])
+
+
+def array_shape(path: Source) -> tuple[int, ...]:
+    """The shape of a .npy written by `save_array`, from its header alone."""
+    folder, name = locate(path)
+    if folder.is_local:
+        return np.load(folder.local_path(name), mmap_mode="r").shape
+    with folder.open(name, "rb") as handle:
+        return _npy_header(handle)[0]
 
 
 def band_hashes(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -63,11 +100,11 @@ class BandTask:
     band: int
     split: int
     splits: int
-    band_files: tuple[Path, ...]  # (bands, rows) uint64 .npy per shard, in document order
+    band_files: tuple[Source, ...]  # (bands, rows) uint64 .npy per shard, in document order
     new_docs: int  # documents numbered >= new_docs belong to earlier versions
-    out: Path  # edges, (2, m) int64 .npy
+    out: Source  # edges, (2, m) int64 .npy
     # With verification: (rows, num_perm) uint32 .npy per shard, aligned with band_files.
-    signature_files: tuple[Path, ...] = ()
+    signature_files: tuple[Source, ...] = ()
     verify_threshold: float | None = None
 
 
@@ -97,7 +134,7 @@ def _read_partition(task: BandTask) -> tuple[np.ndarray, np.ndarray]:
     """This unit's (band hash, document index) pairs; one shard's band in memory at a time."""
     hashes, index, offset = [], [], 0
     for path in task.band_files:
-        band = np.load(path, mmap_mode="r")[task.band]
+        band = load_rows(path, task.band, task.band + 1)[0]
         keep = np.flatnonzero(band % np.uint64(task.splits) == task.split)
         hashes.append(np.asarray(band[keep]))
         index.append(keep + offset)
@@ -152,12 +189,13 @@ def _verify(task: BandTask, hashes: np.ndarray, index: np.ndarray) -> tuple[np.n
 
 def _gather_signatures(task: BandTask, docs: np.ndarray) -> np.ndarray:
     """Signature rows of `docs` (document indices) from the memory-mapped per-shard files."""
-    sizes = [len(np.load(p, mmap_mode="r")) for p in task.signature_files]
-    offsets = np.cumsum([0, *sizes])
+    shapes = [array_shape(p) for p in task.signature_files]
+    offsets = np.cumsum([0, *(shape[0] for shape in shapes)])
     shard = np.searchsorted(offsets, docs, side="right") - 1
-    num_perm = np.load(task.signature_files[0], mmap_mode="r").shape[1]
-    out = np.empty((len(docs), num_perm), np.uint32)
+    out = np.empty((len(docs), shapes[0][1]), np.uint32)
     for s in np.unique(shard):
         mask = shard == s
-        out[mask] = np.load(task.signature_files[s], mmap_mode="r")[docs[mask] - offsets[s]]
+        rows = docs[mask] - offsets[s]
+        first = int(rows.min())  # read the span the rows cover, no more
+        out[mask] = load_rows(task.signature_files[s], first, int(rows.max()) + 1)[rows - first]
     return out

@@ -1,13 +1,12 @@
 """The per-shard units of the dedup stage: sign a shard, then split it into kept and removed.
 
-Both are module-level functions of one small frozen dataclass of paths and settings, so `pmap`
-may run them in another process or on a Dask worker.
+Both are module-level functions of one small frozen dataclass of files (local paths or URLs)
+and settings, so `pmap` may run them in another process or on a Dask worker of another machine.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +19,9 @@ from pipeline.documents import (
     DOCUMENT_COLUMNS,
     DOCUMENT_SCHEMA,
     REMOVED_SCHEMA,
+    Source,
     atomic_write_table,
+    file_name,
     iter_batches,
     read_table,
 )
@@ -41,10 +42,10 @@ DECISION_SCHEMA = pa.schema(
 
 @dataclass(frozen=True)
 class SignTask:
-    shard: Path
-    out: Path  # signature shard (Parquet, kept)
-    bands_out: Path  # (bands, rows) uint64 .npy
-    signatures_out: Path | None  # raw (rows, num_perm) .npy, only to verify pairs
+    shard: Source
+    out: Source  # signature shard (Parquet, kept)
+    bands_out: Source  # (bands, rows) uint64 .npy
+    signatures_out: Source | None  # raw (rows, num_perm) .npy, only to verify pairs
     config: DedupConfig
 
 
@@ -72,15 +73,15 @@ def sign_shard(task: SignTask) -> ShardResult:
     save_array(band_hashes(matrix, config.bands, config.rows), task.bands_out)
     if task.signatures_out is not None:
         save_array(matrix, task.signatures_out)
-    return ShardResult(shard=task.shard.name, docs_in=len(matrix), docs_out=len(matrix))
+    return ShardResult(shard=file_name(task.shard), docs_in=len(matrix), docs_out=len(matrix))
 
 
 @dataclass(frozen=True)
 class WriteTask:
-    shard: Path
-    decisions: Path
-    data_out: Path
-    removed_out: Path
+    shard: Source
+    decisions: Source
+    data_out: Source
+    removed_out: Source
 
 
 def write_shard(task: WriteTask) -> ShardResult:
@@ -104,4 +105,4 @@ def write_shard(task: WriteTask) -> ShardResult:
     atomic_write_table(removed.cast(REMOVED_SCHEMA), task.removed_out)
     reasons = decisions.column("reason").to_pylist()
     drops = {r: reasons.count(r) for r in sorted(set(reasons))}
-    return ShardResult(task.shard.name, table.num_rows, int(keep.sum()), drops)
+    return ShardResult(file_name(task.shard), table.num_rows, int(keep.sum()), drops)

@@ -12,16 +12,16 @@
    document kept in their place (`duplicate_of`) and their cluster.
 
 Every per-shard/per-band unit is a module-level function of one small frozen dataclass of
-paths and settings, so `pmap` may run it in another process or on a Dask worker. Scratch files
-live in `out_dir/work/` and are deleted at the end.
+files (local paths or URLs) and settings, so `pmap` may run it in another process or on a Dask
+worker of another machine. Every file goes through `store.fs.Folder`: the input, `out_dir` and
+the scratch files in `out_dir/work/` (deleted at the end) may all be on an object store.
 
     from pipeline.dedup import DedupConfig, run
-    run(DedupConfig(), Path("filter/data"), Path("dedup"))
+    run(DedupConfig(), Path("filter/data"), Path("dedup"))  # or Folders / URLs
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,24 +34,27 @@ import pyarrow.compute as pc
 from pipeline.dedup import incremental
 from pipeline.dedup.components import cluster_documents, preference
 from pipeline.dedup.config import DedupConfig
-from pipeline.dedup.lsh import BandTask, link_band
+from pipeline.dedup.lsh import BandTask, link_band, load_rows
 from pipeline.dedup.shards import DECISION_SCHEMA, SignTask, WriteTask, sign_shard, write_shard
 from pipeline.dedup.signatures import written_params
 from pipeline.documents import (
     DOCUMENT_SCHEMA,
+    Source,
     atomic_write_table,
     check_shard,
-    list_shards,
+    file_name,
     read_table,
+    shard_folder,
 )
 from pipeline.stage import ParallelMap, StageResult, serial_map
+from pipeline.store.fs import as_folder
 
 SIGNATURES = incremental.SIGNATURES
 WORK = "work"  # scratch folder inside out_dir: band hashes, edges, decisions; deleted after
 REASONS = ["dedup_near", "dedup_exact", "dedup_near_previous", "dedup_exact_previous"]
 
 
-def _read_signatures(paths: Sequence[Path], columns: list[str], params: dict) -> list[pa.Table]:
+def _read_signatures(paths: Sequence[Source], columns: list[str], params: dict) -> list[pa.Table]:
     tables = []
     for path in paths:
         table = read_table(path, columns=columns)
@@ -67,12 +70,14 @@ def _concat(tables: list[pa.Table], column: str) -> pa.Array:
 
 def find_duplicates(
     config: DedupConfig,
-    signature_files: Sequence[Path],
-    decisions_dir: Path,
-    edge_files: Sequence[Path] = (),
+    signature_files: Sequence[Source],
+    decisions_dir: Source,
+    edge_files: Sequence[Source] = (),
     earlier: Sequence[incremental.Earlier] = (),
 ) -> dict[str, Any]:
-    """Phase 3: cluster all documents; write per shard the rows to remove. Returns counts."""
+    """Phase 3: cluster all documents; write per shard the rows to remove. Returns counts.
+
+    Runs on the driver, reading the signatures and edges the tasks wrote through their Folder."""
     params = config.signature_params()
     new = _read_signatures(signature_files, ["id", "length", "exact_hash"], params)
     old = [_read_signatures(v.signatures, ["id", "exact_hash"], params) for v in earlier]
@@ -81,7 +86,7 @@ def find_duplicates(
     n = len(ids)
     hashes = pa.concat_arrays([_concat(new, "exact_hash"), _concat(old_tables, "exact_hash")])
     groups = pc.dictionary_encode(hashes).indices.to_numpy().astype(np.int64)
-    edges = [np.load(path) for path in edge_files]
+    edges = [np.asarray(load_rows(path)) for path in edge_files]
     edges = np.concatenate(edges, axis=1) if edges else np.empty((2, 0), np.int64)
     lengths = _concat(new, "length").to_numpy(zero_copy_only=False)
     clustering = cluster_documents(preference(ids, lengths), groups, edges, exact=config.exact)
@@ -103,6 +108,7 @@ def find_duplicates(
     ]
     offsets = np.cumsum([0] + [t.num_rows for t in new])
     bounds = np.searchsorted(removed, offsets)
+    decisions = as_folder(decisions_dir)
     for s, path in enumerate(signature_files):
         part = slice(bounds[s], bounds[s + 1])
         table = pa.table(
@@ -115,7 +121,7 @@ def find_duplicates(
             },
             schema=DECISION_SCHEMA,
         )
-        atomic_write_table(table, decisions_dir / path.name)
+        atomic_write_table(table, decisions.url_of(file_name(path)))
     return {
         "clusters": clustering.clusters,
         "largest_cluster": clustering.largest_cluster,
@@ -124,7 +130,7 @@ def find_duplicates(
 
 
 def run(
-    config: DedupConfig, input_dir: Path, out_dir: Path, pmap: ParallelMap = serial_map
+    config: DedupConfig, input_dir: Source, out_dir: Source, pmap: ParallelMap = serial_map
 ) -> StageResult:
     """Deduplicate the documents of `input_dir` into `out_dir` (data/, removed/, signatures/).
 
@@ -133,11 +139,13 @@ def run(
     (relative to out_dir) and seconds per phase. The cluster id of a removed document is its
     survivor's id (`previous:<version>:<id>` when it repeats an earlier version).
     """
-    shards = list_shards(input_dir)
+    folder, names = shard_folder(input_dir)
+    shards = [folder.url_of(name) for name in names]
     for shard in shards:  # a wrong input fails in one line naming the file and the column
         check_shard(shard, DOCUMENT_SCHEMA)
     earlier = incremental.earlier_versions(config.against, config.signature_params())
-    work = out_dir / WORK
+    out = as_folder(out_dir)
+    work = out / WORK
     verify = config.near and config.verify_threshold is not None
     seconds: dict[str, float] = {}
 
@@ -147,9 +155,10 @@ def run(
         seconds[phase] = round(time.perf_counter() - start, 3)
         return results
 
-    signatures = [out_dir / SIGNATURES / s.name for s in shards]
-    band_files = [work / "bands" / "new" / f"{s.stem}.npy" for s in shards]
-    raw = [work / "signatures" / "new" / f"{s.stem}.npy" for s in shards]
+    signatures = [out.url_of(f"{SIGNATURES}/{name}") for name in names]
+    stems = [Path(name).stem for name in names]
+    band_files = [work.url_of(f"bands/new/{stem}.npy") for stem in stems]
+    raw = [work.url_of(f"signatures/new/{stem}.npy") for stem in stems]
     tasks = [
         SignTask(s, o, b, r if verify else None, config)
         for s, o, b, r in zip(shards, signatures, band_files, raw, strict=True)
@@ -159,9 +168,9 @@ def run(
     index_tasks = []
     for k, version in enumerate(earlier):
         for path in version.signatures:
-            name = f"{k:03d}-{version.name}/{path.stem}.npy"
-            band_files.append(work / "bands" / name)
-            raw.append(work / "signatures" / name)
+            name = f"{k:03d}-{version.name}/{Path(file_name(path)).stem}.npy"
+            band_files.append(work.url_of(f"bands/{name}"))
+            raw.append(work.url_of(f"signatures/{name}"))
             task = incremental.IndexTask(path, band_files[-1], raw[-1] if verify else None, config)
             index_tasks.append(task)
     timed("index", incremental.index_shard, index_tasks, "dedup-index")
@@ -174,7 +183,7 @@ def run(
             splits=config.band_splits,
             band_files=tuple(band_files),
             new_docs=new_docs,
-            out=work / "edges" / f"band-{band:03d}-{split:03d}.npy",
+            out=work.url_of(f"edges/band-{band:03d}-{split:03d}.npy"),
             signature_files=tuple(raw) if verify else (),
             verify_threshold=config.verify_threshold,
         )
@@ -189,11 +198,16 @@ def run(
     seconds["cluster"] = round(time.perf_counter() - start, 3)
 
     tasks = [
-        WriteTask(s, decisions / s.name, out_dir / "data" / s.name, out_dir / "removed" / s.name)
-        for s in shards
+        WriteTask(
+            shard,
+            decisions.url_of(name),
+            out.url_of(f"data/{name}"),
+            out.url_of(f"removed/{name}"),
+        )
+        for shard, name in zip(shards, names, strict=True)
     ]
     results = timed("write", write_shard, tasks, "dedup-write")
-    shutil.rmtree(work)
+    out.remove(WORK)
     extra = {
         **stats,
         "candidate_pairs": sum(r.extra["candidate_pairs"] for r in lsh),

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipeline.documents import atomic_write_table, read_table
+from pipeline.documents import Source, atomic_write_table, read_schema, read_table
 from pipeline.errors import DataError
 from pipeline.filters.base import Document, DocumentFilter, Signals
+from pipeline.store.fs import as_folder
 
 SIGNALS_CONFIG_KEY = b"llmforge.signals_config"
 INPUT_KEY = b"llmforge.input_sha256"
@@ -92,14 +91,14 @@ class InputHash:
 
 
 def write_attributes(
-    path: Path, schema: pa.Schema, rows: list[dict[str, Any]], config_json: str, input_hash: str
+    path: Source, schema: pa.Schema, rows: list[dict[str, Any]], config_json: str, input_hash: str
 ) -> None:
     metadata = {SIGNALS_CONFIG_KEY: config_json.encode(), INPUT_KEY: input_hash.encode()}
     table = pa.Table.from_pylist(rows, schema=schema.with_metadata(metadata))
     atomic_write_table(table, path)
 
 
-def read_attributes(path: Path) -> tuple[list[dict[str, Any]], str]:
+def read_attributes(path: Source) -> tuple[list[dict[str, Any]], str]:
     """(rows, input hash) of a stored attributes shard."""
     table = read_table(path)
     metadata = table.schema.metadata or {}
@@ -108,17 +107,18 @@ def read_attributes(path: Path) -> tuple[list[dict[str, Any]], str]:
     return table.to_pylist(), metadata[INPUT_KEY].decode()
 
 
-def reuse_problem(folder: Path, shard_names: list[str], wanted: dict[str, Any]) -> str | None:
+def reuse_problem(folder: Source, shard_names: list[str], wanted: dict[str, Any]) -> str | None:
     """Why the attributes in `folder` cannot stand in for measuring, or None if they can."""
+    folder = as_folder(folder)
     if not folder.is_dir():
         return f"{folder}: no attributes folder"
     for name in shard_names:
-        path = folder / name
-        if not path.is_file():
+        path = folder.url_of(name)
+        if not folder.is_file(name):
             return f"{path}: missing"
         try:
-            metadata = pq.read_schema(path).metadata or {}
-        except (OSError, pa.ArrowException):
+            metadata = read_schema(path).metadata or {}
+        except DataError:
             return f"{path}: not a readable Parquet file"
         stored = json.loads(metadata.get(SIGNALS_CONFIG_KEY, b"null"))
         if stored != wanted:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 from pipeline.documents import (
     DOCUMENT_SCHEMA,
     REMOVED_SCHEMA,
     ShardWriter,
+    Source,
+    file_name,
     iter_documents,
     removed_row,
 )
@@ -33,6 +34,7 @@ from pipeline.filters.attributes import (
 from pipeline.filters.base import Document, DocumentFilter, Signals
 from pipeline.filters.config import FilterConfig, build_filters, signals_config
 from pipeline.stage import ShardResult
+from pipeline.store.fs import as_folder
 
 STAGE = "filter"
 
@@ -66,18 +68,19 @@ def filter_document(filters: list[DocumentFilter], doc: Document) -> tuple[Docum
 
 @dataclass(frozen=True)
 class FilterTask:
-    """One shard's work; small and picklable so any ParallelMap can ship it."""
+    """One shard's work; small and picklable so any ParallelMap can ship it. Files and folders
+    are local paths or URLs (Folders pickle as theirs): a worker needs no driver disk."""
 
-    input_path: Path
-    out_dir: Path  # gets data/, removed/ and attributes/ shards named like the input
+    input: Source  # the input shard
+    out: Source  # folder that gets data/, removed/ and attributes/ shards named like the input
     config: FilterConfig
-    attributes_from: Path | None = None  # stored attributes of this shard: re-decide only
+    attributes_from: Source | None = None  # stored attributes of this shard: re-decide only
 
 
 class StoredSignals:
     """One shard's stored attributes, checked against the input documents as they are read."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Source):
         self.path = path
         self.rows, self.input_hash = read_attributes(path)
 
@@ -86,14 +89,14 @@ class StoredSignals:
             raise DataError(f"{self.path}: row {index} is not document {doc['id']}")
         return stored_signals(filters, self.rows[index])
 
-    def check(self, rows: int, input_hash: str, input_path: Path) -> None:
+    def check(self, rows: int, input_hash: str, input_path: Source) -> None:
         if rows != len(self.rows) or input_hash != self.input_hash:
             raise DataError(f"{self.path}: measured from other input than {input_path}")
 
 
 def filter_shard(task: FilterTask) -> ShardResult:
     filters = build_filters(task.config)
-    name = task.input_path.name
+    name, dest = file_name(task.input), as_folder(task.out)
     stored = StoredSignals(task.attributes_from) if task.attributes_from else None
     drops: Counter[str] = Counter()
     # C4 rewrites kept documents and PII redacts them: the counts show how much that changed.
@@ -102,10 +105,10 @@ def filter_shard(task: FilterTask) -> ShardResult:
     rows = []
     input_hash = InputHash()
     with (
-        ShardWriter(task.out_dir / "data" / name, DOCUMENT_SCHEMA) as kept,
-        ShardWriter(task.out_dir / "removed" / name, REMOVED_SCHEMA) as removed,
+        ShardWriter(dest.url_of(f"data/{name}"), DOCUMENT_SCHEMA) as kept,
+        ShardWriter(dest.url_of(f"removed/{name}"), REMOVED_SCHEMA) as removed,
     ):
-        for i, doc in enumerate(iter_documents(task.input_path)):
+        for i, doc in enumerate(iter_documents(task.input)):
             input_hash.update(doc)
             if stored is not None:
                 rewritten, signals = None, stored.signals(filters, i, doc)
@@ -126,9 +129,9 @@ def filter_shard(task: FilterTask) -> ShardResult:
             kept.write(out)
             counts["chars_out"] += len(out.get("text") or "")
         if stored is not None:  # before the writers close: nothing is written on a mismatch
-            stored.check(len(rows), input_hash.hexdigest(), task.input_path)
+            stored.check(len(rows), input_hash.hexdigest(), task.input)
         config_json = json.dumps(signals_config(task.config), sort_keys=True)
-        path = task.out_dir / "attributes" / name
+        path = dest.url_of(f"attributes/{name}")
         write_attributes(
             path, attributes_schema(filters), rows, config_json, input_hash.hexdigest()
         )

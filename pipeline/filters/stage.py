@@ -5,7 +5,7 @@ and redacted by PII), `removed/part-NNNNN.parquet` (the original document plus t
 failing reason) and `attributes/part-NNNNN.parquet` (every signal and verdict per document).
 
     from pipeline.filters import FilterConfig, run, retune
-    result = run(FilterConfig(), Path("extracted/"), Path("filtered.tmp/"))
+    result = run(FilterConfig(), Path("extracted/"), Path("filtered.tmp/"))  # or Folder, URL
     # New thresholds, same measurements: re-decide from the stored attributes.
     config = FilterConfig.model_validate({"gopher_quality": {"min_doc_words": 100}})
     result = retune(config, Path("extracted/"), Path("filtered.tmp/attributes"), Path("v2.tmp/"))
@@ -14,48 +14,49 @@ failing reason) and `attributes/part-NNNNN.parquet` (every signal and verdict pe
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from pipeline.documents import list_shards
+from pipeline.documents import Source, shard_folder
 from pipeline.errors import EmptyStageError
 from pipeline.filters.attributes import reuse_problem
 from pipeline.filters.config import FilterConfig, signals_config
 from pipeline.filters.shard import STAGE, FilterTask, filter_shard
 from pipeline.stage import ParallelMap, StageResult, serial_map
+from pipeline.store.fs import as_folder
 
 log = logging.getLogger(__name__)
 
 
 def run(
     config: FilterConfig,
-    input_dir: Path,
-    out_dir: Path,
+    input_dir: Source,
+    out_dir: Source,
     pmap: ParallelMap = serial_map,
-    attributes_from: Path | None = None,
+    attributes_from: Source | None = None,
 ) -> StageResult:
     """Filter every shard of `input_dir` into `out_dir`; raises EmptyStageError if none kept.
 
     With `attributes_from` (an earlier run's `attributes/` folder over the same input), the
     filters decide from its stored signals instead of measuring, when they were measured under
     the same `signals_config`; otherwise it measures again and says why in
-    `extra["retune_fallback"]`. Either way the outputs are those of a full run.
+    `extra["retune_fallback"]`. Either way the outputs are those of a full run. Every folder
+    may be a local path or a URL: tasks carry URLs, each writes its own shards.
     """
-    out_dir = Path(out_dir)
-    shards = list_shards(input_dir)
+    out = as_folder(out_dir)
+    folder, names = shard_folder(input_dir)
     wanted = signals_config(config)  # also checks the list files before any work
     extra: dict[str, str] = {"signals": "measured"}
     source = None
     if attributes_from is not None:
-        problem = reuse_problem(Path(attributes_from), [s.name for s in shards], wanted)
+        problem = reuse_problem(attributes_from, names, wanted)
         if problem is None:
-            source = Path(attributes_from)
+            source = as_folder(attributes_from)
             extra["signals"] = "stored"
         else:
             log.warning("filter: measuring signals again: %s", problem)
             extra["retune_fallback"] = problem
     tasks = [
-        FilterTask(shard, out_dir, config, source / shard.name if source else None)
-        for shard in shards
+        FilterTask(folder.url_of(name), out, config, source.url_of(name) if source else None)
+        for name in names
     ]
     shard_results = pmap(filter_shard, tasks, STAGE)
     totals = {key: sum(r.extra[key] for r in shard_results) for key in shard_results[0].extra}
@@ -67,9 +68,9 @@ def run(
 
 def retune(
     config: FilterConfig,
-    input_dir: Path,
-    attributes_dir: Path,
-    out_dir: Path,
+    input_dir: Source,
+    attributes_dir: Source,
+    out_dir: Source,
     pmap: ParallelMap = serial_map,
 ) -> StageResult:
     """`run` deciding from the signals stored in `attributes_dir` (see `run`)."""

@@ -168,8 +168,7 @@ class Folder:
         return {
             p[len(base) :]: int(info.get("size") or 0)
             for p, info in sorted(found.items())
-            if info.get("type", "file") == "file"
-            and not p.rsplit("/", 1)[-1].endswith(".tmp")
+            if info.get("type", "file") == "file" and not p.rsplit("/", 1)[-1].endswith(".tmp")
         }
 
     def size(self, name: str) -> int:

@@ -16,9 +16,9 @@ hash moves to val, and if none stayed in train the one with the largest hash mov
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +30,19 @@ import pyarrow.parquet as pq
 import tiktoken
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.documents import DOCUMENT_SCHEMA, check_shard, iter_batches, list_shards
+from pipeline.documents import (
+    DOCUMENT_SCHEMA,
+    Source,
+    check_shard,
+    file_name,
+    iter_batches,
+    list_shards,
+    read_schema,
+    shard_folder,
+)
 from pipeline.errors import DataError, EmptyStageError
 from pipeline.stage import ParallelMap, ShardResult, StageResult, serial_map
+from pipeline.store.fs import as_folder
 
 STAGE = "tokenize"
 SPLITS = ("train", "val")
@@ -86,21 +96,18 @@ def token_schema(dtype: pa.DataType) -> pa.Schema:
     )
 
 
-def check_token_dataset(folder: Path | str, splits: Sequence[str] = SPLITS) -> None:
-    """One DataError line unless `folder` holds token shards for `splits` (what train and
-    evaluate read): `tokens` a list of uint16/uint32 ids, `num_tokens` an integer if present."""
-    folder = Path(folder)
-    if not folder.is_dir():
+def check_token_dataset(folder: Source, splits: Sequence[str] = SPLITS) -> None:
+    """One DataError line unless `folder` (a local path or URL) holds token shards for `splits`
+    (what train and evaluate read): `tokens` a list of uint16/uint32 ids, `num_tokens` an
+    integer if present."""
+    root = as_folder(folder)
+    if not root.is_dir():
         raise DataError(f"{folder}: token dataset folder not found")
     for split in splits:
-        if not (folder / split).is_dir():
+        if not root.is_dir(split):
             raise DataError(f"{folder}: not a token dataset: no {split}/ folder of token shards")
-        for shard in list_shards(folder / split):
-            try:
-                schema = pq.read_schema(shard)
-            except (OSError, pa.ArrowException) as exc:
-                line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise DataError(f"{shard}: not a readable Parquet file ({line})") from None
+        for shard in list_shards(root.url_of(split)):
+            schema = read_schema(shard)
             if "tokens" not in schema.names:
                 have = ", ".join(schema.names[:12])
                 raise DataError(f"{shard}: not a token shard: no column 'tokens' (columns: {have})")
@@ -144,7 +151,7 @@ class SplitPlan:
         return val_score(doc_id) < self.val_fraction
 
 
-def plan_split(shards: Sequence[Path], val_fraction: float) -> SplitPlan:
+def plan_split(shards: Sequence[Source], val_fraction: float) -> SplitPlan:
     """One pass over the id columns; stops as soon as both sides have a document."""
     if val_fraction <= 0:
         return SplitPlan(val_fraction)
@@ -174,15 +181,13 @@ def plan_split(shards: Sequence[Path], val_fraction: float) -> SplitPlan:
 
 
 class _TokenShardWriter:
-    """Writes one token shard row group by row group to a temp name, renamed on close."""
+    """Writes one token shard row group by row group to `path` (a `Folder.output` temp file:
+    published by the caller's block only if every writer closed cleanly)."""
 
     def __init__(self, path: Path, schema: pa.Schema, row_group_tokens: int):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         self.schema = schema
         self.row_group_tokens = row_group_tokens
-        self.writer = pq.ParquetWriter(self.tmp, schema)
+        self.writer = pq.ParquetWriter(path, schema)
         wide = schema.field("tokens").type.value_type == pa.uint32()
         self.np_dtype = np.uint32 if wide else np.uint16  # not to_pandas_dtype: imports pandas
         self.pending: list[pa.RecordBatch] = []
@@ -217,38 +222,41 @@ class _TokenShardWriter:
             self.writer.write_table(table, row_group_size=table.num_rows)
             self.pending, self.pending_tokens = [], 0
 
-    def close(self) -> None:
-        self._flush()
-        self.writer.close()
-        os.replace(self.tmp, self.path)
+    def __enter__(self) -> _TokenShardWriter:
+        return self
 
-    def abort(self) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._flush()
         self.writer.close()
-        self.tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
 class TokenizeTask:
-    """One input shard's work, small and picklable for any ParallelMap."""
+    """One input shard's work, small and picklable for any ParallelMap: the shard and the out
+    folder are local paths or URLs (Folders pickle as theirs), never driver-only state."""
 
-    input_path: Path
-    out_dir: Path
+    input: Source
+    out: Source
     config: TokenizeConfig
     plan: SplitPlan
 
 
 def tokenize_shard(task: TokenizeTask) -> ShardResult:
     """Tokenize one document shard into its train and val token shards."""
-    config, path = task.config, task.input_path
+    config, path = task.config, task.input
+    name, dest = file_name(path), as_folder(task.out)
     enc = get_encoding(config.encoding)
     schema = token_schema(token_dtype(enc.n_vocab))
-    writers = {
-        split: _TokenShardWriter(task.out_dir / split / path.name, schema, config.row_group_tokens)
-        for split in SPLITS
-    }
     counts = {f"{kind}_{split}": 0 for kind in ("docs", "tokens") for split in SPLITS}
     counts.update(text_bytes=0, text_bytes_val=0)
-    try:
+    with contextlib.ExitStack() as stack:  # an error drops both shards, a clean end keeps both
+        writers = {}
+        for split in SPLITS:
+            local = stack.enter_context(dest.output(f"{split}/{name}"))
+            writers[split] = stack.enter_context(
+                _TokenShardWriter(local, schema, config.row_group_tokens)
+            )
         for batch in iter_batches(path, config.batch_size, columns=["id", "text"]):
             ids, texts = batch.column("id").to_pylist(), batch.column("text").to_pylist()
             if batch.column("text").null_count or batch.column("id").null_count:
@@ -265,33 +273,30 @@ def tokenize_shard(task: TokenizeTask) -> ShardResult:
                 writers[split].write([ids[i] for i in keep], side, enc.eot_token)
                 counts[f"docs_{split}"] += len(side)
                 counts[f"tokens_{split}"] += sum(len(t) + 1 for t in side)
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
-    for writer in writers.values():
-        writer.close()
     docs = counts["docs_train"] + counts["docs_val"]
-    return ShardResult(shard=path.name, docs_in=docs, docs_out=docs, extra=counts)
+    return ShardResult(shard=name, docs_in=docs, docs_out=docs, extra=counts)
 
 
-def input_shards(input_dir: Path) -> list[Path]:
-    """The shards of a document stage's output folder (its `data/`) or of a shard folder."""
-    input_dir = Path(input_dir)
-    data = input_dir / "data"
-    return list_shards(data if data.is_dir() else input_dir)
+def input_shards(input_dir: Source) -> list[str]:
+    """The shards (paths or URLs) of a document stage's output folder (its `data/`) or of a
+    shard folder."""
+    data = as_folder(input_dir) / "data"
+    folder, names = shard_folder(data if data.is_dir() else input_dir)
+    return [folder.url_of(name) for name in names]
 
 
 def run(
-    config: TokenizeConfig, input_dir: Path, out_dir: Path, pmap: ParallelMap = serial_map
+    config: TokenizeConfig, input_dir: Source, out_dir: Source, pmap: ParallelMap = serial_map
 ) -> StageResult:
-    """Tokenize every shard of `input_dir` into `out_dir/{train,val}/part-NNNNN.parquet`."""
+    """Tokenize every shard of `input_dir` into `out_dir/{train,val}/part-NNNNN.parquet`
+    (either may be a local path, a URL or a Folder)."""
     enc = get_encoding(config.encoding)  # fail here, once, before any worker starts
     shards = input_shards(input_dir)
     for shard in shards:  # a wrong input fails in one line naming the file and the column
         check_shard(shard, DOCUMENT_SCHEMA, ["id", "text"])
     plan = plan_split(shards, config.val_fraction)
-    tasks = [TokenizeTask(shard, Path(out_dir), config, plan) for shard in shards]
+    out = as_folder(out_dir)
+    tasks = [TokenizeTask(shard, out, config, plan) for shard in shards]
     results = pmap(tokenize_shard, tasks, STAGE)
     totals = {key: sum(r.extra[key] for r in results) for key in results[0].extra}
     if totals["docs_train"] + totals["docs_val"] == 0:
