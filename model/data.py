@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 import torch
 
 from model.config import GPT2_VOCAB_SIZE
-from pipeline.documents import SHARD_GLOB, list_shards
+from pipeline.documents import list_shards, locate
 from pipeline.errors import DataError
 from pipeline.store.fs import Folder, is_url
 
@@ -76,23 +76,13 @@ def token_folder(location: str | Path | Folder) -> Path | Folder:
     return Path(location)
 
 
-def _shards(split: Path | Folder) -> list[Path | str]:
-    """A split's shards in name order: local paths, or URLs in the store."""
-    if isinstance(split, Path):
-        return list(list_shards(split))
-    shards = [split.url_of(name) for name in split.list(SHARD_GLOB)]
-    if not shards:
-        raise DataError(f"{split}: no {SHARD_GLOB} files in this folder")
-    return shards
-
-
 def _parquet(shard: Path | str) -> pq.ParquetFile:
     """A shard opened for reading row groups: a local file, or a file object on the store."""
     try:
         if isinstance(shard, Path):
             return pq.ParquetFile(shard)
-        folder, name = shard.rsplit("/", 1)
-        return pq.ParquetFile(Folder(folder).open(name))
+        folder, name = locate(shard)
+        return pq.ParquetFile(folder.open(name))  # open as long as the loader reads it
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{shard}: not a readable Parquet file ({exc})") from None
 
@@ -226,7 +216,7 @@ class TokenLoader:
         self.vocab_size = vocab_size
         self.rank, self.world_size = rank, world_size
         self.group_tokens = group_tokens
-        self.shards = _shards(self.split_dir)
+        self.shards = list_shards(self.split_dir)
         self._files: dict[int, pq.ParquetFile] = {}
         self.chunks: list[tuple[int, int]] = []  # (shard index, row group index)
         lengths: list[int] = []
@@ -387,7 +377,7 @@ def validation_tokens(
     info = read_token_manifest(token_dir)
     split_dir = token_folder(token_dir) / "val"
     parts, taken = [], 0
-    for path in _shards(split_dir):
+    for path in list_shards(split_dir):
         parquet = _parquet(path)
         for group in range(parquet.num_row_groups):
             chunk = _read_chunk(parquet, path, group)[: eval_tokens - taken]
