@@ -72,12 +72,14 @@ def cluster(prefect_api, s3, hidden, tmp_path_factory):
     cluster.stop()
 
 
-def test_nodes_see_the_store_and_nothing_of_the_driver(cluster, s3, tmp_path):
+def test_nodes_see_the_store_and_nothing_of_the_driver(cluster, s3, hidden, tmp_path):
     _, bucket = s3
     driver_file = tmp_path / "driver-only.txt"
     driver_file.write_text("the driver's")
     with tempfile.NamedTemporaryFile(prefix="llmforge-driver-") as temp:
-        paths = [str(driver_file), str(tmp_path), temp.name]
+        paths = [str(driver_file), str(tmp_path)]
+        if Path(tempfile.gettempdir()).resolve() in hidden:  # not when it holds this checkout
+            paths.append(temp.name)
         assert all(Path(p).exists() for p in paths)  # the driver sees them
         with cluster.client() as client:
             seen = client.run(probe, paths)
