@@ -154,10 +154,10 @@ def driver_folders(*extra: Path) -> list[Path]:
 
 def isolation_problem() -> str | None:
     """Why private mount namespaces cannot be made here (None: they can)."""
-    probe = f"mount -t tmpfs probe {shlex.quote(tempfile.gettempdir())}"
+    trial = f"mount -t tmpfs trial {shlex.quote(tempfile.gettempdir())}"
     try:
         done = subprocess.run(
-            [*unshare_prefix(), "sh", "-c", probe],
+            [*unshare_prefix(), "sh", "-c", trial],
             capture_output=True,
             text=True,
             timeout=30,
