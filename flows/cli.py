@@ -517,22 +517,41 @@ def server_start(storage: RootOpt = None, config: ConfigOpt = None) -> None:
 
 
 @server_app.command("stop")
-def server_stop(storage: RootOpt = None, config: ConfigOpt = None) -> None:
-    """Stop the local Prefect server started for this storage root."""
-    from flows.server import stop_server
+def server_stop(
+    storage: RootOpt = None,
+    config: ConfigOpt = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Stop every server this user started (all roots).")
+    ] = False,
+) -> None:
+    """Stop the local Prefect server started for this storage root (or all of them)."""
+    from flows.server import stop_all_servers, stop_server
 
+    if all_:
+        stopped = stop_all_servers()
+        for entry in stopped:
+            console.print(f"stopped: {entry['ui_url']} (root {entry['root']})", soft_wrap=True)
+        console.print(f"stopped {len(stopped)} server(s)")
+        return
     root = storage or _config(config, None).run.storage_root
     console.print("stopped" if stop_server(_storage(root)) else "no local server was running")
 
 
 @server_app.command("status")
-def server_status(storage: RootOpt = None, config: ConfigOpt = None) -> None:
-    """Whether the local Prefect server is up, and where."""
-    from flows.server import running_server
+def server_status() -> None:
+    """Every local Prefect server this user started (any storage root), and where."""
+    from flows.server import list_servers
 
-    root = storage or _config(config, None).run.storage_root
-    state = running_server(_storage(root))
-    console.print(f"running: {state['ui_url']}" if state else "not running")
+    servers = list_servers()
+    if not servers:
+        console.print("no local server is running")
+    for entry in servers:
+        state = "running" if entry["up"] else "not answering"
+        console.print(
+            f"{state}: {entry['ui_url']}  root {entry['root']}  pid {entry['pid']}  "
+            f"since {entry['started']}",
+            soft_wrap=True,
+        )
 
 
 @app.command("export")

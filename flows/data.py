@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.states import Completed
 
+from flows.assets import publish_asset
 from flows.executor import prefect_map, task_runner
 from flows.monitor import Progress
 from pipeline import stages
@@ -73,6 +74,7 @@ def run_data_stage(
             replace=force,
         )
         progress.update(1, 1, force=True)
+    publish_asset(storage, version, config)
     counts = version.manifest["counts"]
     logger.info(
         "%s: %s docs in, %s out, drops %s",

@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 
+from flows.assets import publish_asset
 from flows.data import reuse_version
 from flows.monitor import Progress, loss_markdown, publish_markdown
 from pipeline import stages
@@ -150,6 +151,7 @@ def train_flow(
     storage = Storage.at(config.run.storage_root, config.run.verify)
     (tokens,) = _versions(storage, versions, "tokenize")
     version = train_version(config, tokens, force)
+    publish_asset(storage, version, config)
     _link_artifacts(RunRecord.load(storage, run_id), version, TRAIN_ARTIFACTS)
     return version.summary()
 
@@ -190,6 +192,7 @@ def evaluate_flow(
     storage = Storage.at(config.run.storage_root, config.run.verify)
     tokens, trained = _versions(storage, versions, "tokenize", "train")
     version = evaluate_version(config, trained, tokens, force)
+    publish_asset(storage, version, config)
     _link_artifacts(RunRecord.load(storage, run_id), version, EVAL_ARTIFACTS)
     return version.summary()
 

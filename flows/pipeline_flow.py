@@ -140,10 +140,15 @@ def pipeline_flow(
         raise
     finally:
         shutdown_pool()
-    report = build_report(storage, record.run_id)
+    # Finish first: the report shows the run record as it is, so its status and end time.
+    record.finish("completed")
+    try:
+        report = build_report(storage, record.run_id)
+    except BaseException as exc:
+        record.finish("failed", f"data report: {type(exc).__name__}: {exc}")
+        raise
     record.add_artifacts({"report.html": str(report.html), "report.md": str(report.markdown)})
     logger.info("data report: %s", report.html)
-    record.finish("completed")
     create_markdown_artifact(
         key="run-summary", markdown=summary_markdown(record), description=record.run_id
     )

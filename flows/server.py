@@ -5,8 +5,11 @@ exit (REFERENCE.md: ~70-100 of 1000 task runs recorded), so a local run starts (
 real `prefect server start` on 127.0.0.1 with its database in `<storage>/prefect/`, and every
 run stays viewable in the UI afterwards. With PREFECT_API_URL set, that server is used instead.
 That server is detached on purpose: it outlives the command, for later runs and the UI, until
-`llmforge server stop`. Prefect's temporary server (`--no-server`) instead dies with the command,
-however the command dies (`tie_temporary_server`).
+`llmforge server stop`. Each storage root has its own, so every server started is also noted in
+a per-user registry (`$LLMFORGE_CACHE/servers/`, default ~/.cache/llmforge/servers/): `llmforge
+server status` lists them all and `llmforge server stop --all` stops them all. Prefect's
+temporary server (`--no-server`) instead dies with the command, however the command dies
+(`tie_temporary_server`).
 
 This module must not import prefect: it sets the environment Prefect reads at import time.
 """
@@ -20,11 +23,14 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
 import pipeline
+from pipeline.store.fs import atomic_write, dumps_json
+from pipeline.store.locks import pid_alive
 from pipeline.store.versions import Storage, write_json_atomic
 
 STATE_FILE = "server.json"
@@ -138,6 +144,7 @@ def start_server(storage: Storage) -> dict:
                 "log": str(log_path),
             }
             write_json_atomic(_state_path(storage), state)
+            _register(state, port, storage)
             return state
         time.sleep(0.5)
     process.terminate()
@@ -162,13 +169,72 @@ def stop_server(storage: Storage) -> bool:
         state = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return False
+    stopped = _stop(state)
+    path.unlink(missing_ok=True)
+    return stopped
+
+
+def _stop(state: dict) -> bool:
+    """SIGTERM the server's process group (it runs in its own session) and wait until it no
+    longer answers; forget it in the registry. False if it was gone already."""
+    pid = state["pid"]
+    (registry_dir() / f"{pid}.json").unlink(missing_ok=True)
     try:
-        os.killpg(state["pid"], signal.SIGTERM)
+        if os.getpgid(pid) != pid:
+            return False  # no longer the session leader we started: the pid was reused
+        os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
-        path.unlink(missing_ok=True)
         return False
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and healthy(state["api_url"], timeout=0.5):
         time.sleep(0.3)
-    path.unlink(missing_ok=True)
     return True
+
+
+def registry_dir() -> Path:
+    """Where this user's servers are listed, one `<pid>.json` each: machine-local state, like
+    the cache of URL storage roots."""
+    return Path(os.environ.get("LLMFORGE_CACHE", "~/.cache/llmforge")).expanduser() / "servers"
+
+
+def _register(state: dict, port: int, storage: Storage) -> None:
+    entry = {
+        **state,
+        "port": port,
+        "root": str(storage.remote or storage.root),
+        "prefect_home": str(storage.prefect_home),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    atomic_write(registry_dir() / f"{state['pid']}.json", dumps_json(entry))
+
+
+def list_servers() -> list[dict]:
+    """Every server this user started that is still running, oldest first, each with `up`
+    (whether it answers); entries of servers that are gone are pruned."""
+    servers = []
+    for path in sorted(registry_dir().glob("*.json")):
+        try:
+            entry = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # not an entry of ours (entries are written atomically)
+        up = healthy(entry["api_url"], timeout=1.0)
+        if not up and not pid_alive(entry["pid"]):
+            path.unlink(missing_ok=True)
+            continue
+        servers.append({**entry, "up": up})
+    return sorted(servers, key=lambda entry: entry["started"])
+
+
+def stop_all_servers() -> list[dict]:
+    """Stop every server in the registry (and forget each in its root); the ones stopped."""
+    stopped = []
+    for entry in list_servers():
+        if _stop(entry):
+            stopped.append(entry)
+        state = Path(entry["prefect_home"]) / STATE_FILE
+        try:
+            if json.loads(state.read_text())["pid"] == entry["pid"]:
+                state.unlink()
+        except (OSError, json.JSONDecodeError, KeyError):
+            pass  # gone already, or another server's now
+    return stopped

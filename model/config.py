@@ -133,6 +133,7 @@ class TrainConfig(BaseModel):
 
     @property
     def tokens_per_step(self) -> int:
+        """Tokens one process trains on per optimizer step (the job's: times world size)."""
         return self.batch_size * self.grad_accum_steps * self.model_config_for().context_length
 
 

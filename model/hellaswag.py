@@ -8,7 +8,6 @@ this way; chance is 25% (REFERENCE, Evaluation).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pipeline.contamination import iter_jsonl_items
 from pipeline.errors import DataError
 
 # model(idx (B, T)) -> (logits (B, T, V), anything): GPT.forward without targets.
@@ -24,27 +24,7 @@ LogitsModel = Callable[[torch.Tensor], tuple[torch.Tensor, Any]]
 
 def iter_items(path: Path | str, limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Validated items of a HellaSwag JSONL file; a bad line is an error naming its number."""
-    path = Path(path)
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot open HellaSwag file ({exc})") from None
-    count = 0
-    with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if limit is not None and count >= limit:
-                return
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            problem = _problem(item)
-            if problem:
-                raise DataError(f"{path}:{lineno}: {problem}")
-            count += 1
-            yield item
+    return iter_jsonl_items(path, _problem, limit)
 
 
 def _problem(item: Any) -> str | None:

@@ -253,7 +253,7 @@ def train(
     flops = flops_per_token(model_cfg)
     peak = peak_flops(precision.device)
     peak = peak * ctx.world_size if peak else None  # MFU of all the job's GPUs
-    tokens_per_step = ctx.world_size * cfg.batch_size * cfg.grad_accum_steps * T
+    tokens_per_step = ctx.world_size * cfg.tokens_per_step
     started = time.perf_counter()
     step_time, steps_run, last_saved, stopped = 0.0, 0, resumed_from, "max_steps"
 

@@ -4,8 +4,9 @@
     torchrun --standalone --nproc_per_node=2 -m model.train_cli --tokens DIR --out DIR [--resume]
     torchrun ... -m model.train_cli --tokens s3://bucket/llmforge/versions/tokenize/ID --out DIR
 
-`--set key=value` sets any TrainConfig field (values parsed as JSON when they parse, else
-taken as strings). `batch_size` is per process. Rank 0 logs and prints the summary as JSON.
+`--set key=value` sets any TrainConfig field, parsed as `llmforge --set` parses values
+(pipeline/config.py: TOML values, `none`/`null` for None, else a bare string). `batch_size` is
+per process. Rank 0 logs and prints the summary as JSON.
 """
 
 from __future__ import annotations
@@ -15,27 +16,23 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from model.config import TrainConfig
 from model.distributed import cleanup, init_distributed
 from model.train import TrainingError, train
-from pipeline.errors import DataError
+from pipeline.config import apply_override
+from pipeline.errors import ConfigError, DataError
 
 
-def parse_sets(items: list[str]) -> dict[str, object]:
-    """`key=value` pairs as a dict; a value is JSON if it parses (3, 0.1, true, null)."""
-    values: dict[str, object] = {}
+def train_config(items: list[str]) -> TrainConfig:
+    """TrainConfig from `key=value` items; raises ConfigError or ValidationError."""
+    data: dict[str, Any] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set {item!r}: expected key=value")
-        try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key] = raw
-    return values
+        apply_override(data, item)
+    return TrainConfig.model_validate(data)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     args = parser.parse_args(argv)
     try:
-        cfg = TrainConfig(**parse_sets(args.set))
+        cfg = train_config(args.set)
     except ValidationError as exc:
         parser.error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-    except ValueError as exc:
+    except ConfigError as exc:
         parser.error(str(exc))
     ctx = init_distributed(cfg.device)
     logging.basicConfig(

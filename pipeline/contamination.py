@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import string
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -128,9 +128,12 @@ class NgramIndex:
         return out
 
 
-def hellaswag_texts(path: Path | str, limit: int | None = None) -> Iterator[list[str]]:
-    """Per HellaSwag item, its context followed by each of its endings (ctx + " " + ending, as
-    scored): the item counts if its context or any ending with it was trained on."""
+def iter_jsonl_items(
+    path: Path | str, check: Callable[[Any], str | None], limit: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """The items of an evaluation JSONL file, each passed through `check` (a problem string or
+    None); a bad line is one DataError naming the file and the line number. Shared by the
+    contamination check and HellaSwag scoring (model/hellaswag.py), which checks more."""
     path = Path(path)
     try:
         handle = path.open(encoding="utf-8")
@@ -145,11 +148,29 @@ def hellaswag_texts(path: Path | str, limit: int | None = None) -> Iterator[list
                 continue
             try:
                 item = json.loads(line)
-                ctx, endings = item["ctx"], item["endings"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DataError(f"{path}:{lineno}: not a HellaSwag item (ctx, endings)") from None
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if problem := check(item):
+                raise DataError(f"{path}:{lineno}: {problem}")
             count += 1
-            yield [f"{ctx} {ending}" for ending in endings]
+            yield item
+
+
+def _text_item_problem(item: Any) -> str | None:
+    ok = (
+        isinstance(item, dict)
+        and isinstance(item.get("ctx"), str)
+        and isinstance(item.get("endings"), list)
+        and all(isinstance(e, str) for e in item["endings"])
+    )
+    return None if ok else "not a HellaSwag item (ctx, endings)"
+
+
+def hellaswag_texts(path: Path | str, limit: int | None = None) -> Iterator[list[str]]:
+    """Per HellaSwag item, its context followed by each of its endings (ctx + " " + ending, as
+    scored): the item counts if its context or any ending with it was trained on."""
+    for item in iter_jsonl_items(path, _text_item_problem, limit):
+        yield [f"{item['ctx']} {ending}" for ending in item["endings"]]
 
 
 def text_file_items(path: Path | str) -> list[str]:

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import DataError
-from pipeline.store.fs import Folder, as_folder, is_url
+from pipeline.store.fs import Folder, as_folder, is_url, locate
 
 DOCUMENT_SCHEMA = pa.schema(
     [
@@ -118,17 +118,6 @@ def _local(file: Source) -> str | os.PathLike[str] | None:
     if not is_url(file):
         return file
     return str(file).removeprefix("file://") if str(file).startswith("file://") else None
-
-
-def locate(file: Source) -> tuple[Folder, str]:
-    """The folder holding `file` and its name in there."""
-    local = _local(file)
-    if local is not None:
-        path = Path(local)
-        return Folder(path.parent), path.name
-    url = file.url if isinstance(file, Folder) else str(file).rstrip("/")
-    parent, name = url.rsplit("/", 1)
-    return Folder(parent), name
 
 
 def file_name(file: Source) -> str:

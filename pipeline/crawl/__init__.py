@@ -1,5 +1,5 @@
 """The crawl wing: fetch pages from seed URLs politely and store them as WARC files."""
 
-from pipeline.crawl.crawler import CrawlConfig, crawl, load_seeds, run
+from pipeline.crawl.crawler import CrawlConfig, crawl, load_seeds
 
-__all__ = ["CrawlConfig", "crawl", "load_seeds", "run"]
+__all__ = ["CrawlConfig", "crawl", "load_seeds"]

@@ -3,7 +3,8 @@
     from pipeline.crawl.crawler import CrawlConfig, crawl
     crawl(CrawlConfig(seeds=["https://example.com/"], max_pages=50), Path("out"))
 
-Writes `out/warc/crawl-NNNNN.warc.gz` (request + response per stored HTML page) and
+`out` is a local folder or a URL (`store.fs.Folder`); the crawl runs where it is called. Writes
+`out/warc/crawl-NNNNN.warc.gz` (request + response per stored HTML page) and
 `out/index/part-00000.parquet` (one row per URL tried, with its outcome, in crawl order).
 Each host has its own queue, walked one depth level at a time, and its own politeness clock,
 so a slow or rate-limited host never holds up the others, and one site gives the same pages
@@ -41,7 +42,8 @@ from pipeline.crawl.urls import (
 )
 from pipeline.crawl.warc_writer import WarcSink, index_row, write_index
 from pipeline.errors import DataError, EmptyStageError
-from pipeline.stage import ParallelMap, StageResult, serial_map
+from pipeline.stage import StageResult
+from pipeline.store.fs import Folder, as_folder
 
 # RFC 9110 §15.4 sets no number; RFC 2068 §10.3 recommended at most 5 and RFC 9309 asks for
 # 5 on robots.txt. Googlebot follows up to 10; 5 keeps redirect chains short and cheap.
@@ -160,12 +162,12 @@ class Crawler:
     def __init__(
         self,
         config: CrawlConfig,
-        out_dir: Path,
+        out: Folder,
         on_progress: ProgressFn | None,
         resolve: Resolver | None = None,
     ):
         self.config = config
-        self.out_dir = out_dir
+        self.out = out
         self.seeds = load_seeds(config)
         self.domains = allowed_domains(config, self.seeds)
         # Ports allowed besides each scheme's default: the seeds' own, and those configured.
@@ -187,7 +189,7 @@ class Crawler:
             "format": "WARC File Format 1.1",
             "robots": "obey" if config.obey_robots else "ignore",
         }
-        self.sink = WarcSink(out_dir, config.records_per_warc, info)
+        self.sink = WarcSink(out, config.records_per_warc, info)
 
     async def run(self) -> None:
         cfg = self.config
@@ -340,7 +342,7 @@ class Crawler:
     def finish(self) -> StageResult:
         warc_files = self.sink.close()
         rows = [row for *_, row in sorted(self.rows, key=lambda r: r[:3])]
-        write_index(rows, self.out_dir)
+        write_index(rows, self.out)
         self._progress(final=True)
         drops = Counter(f"crawl_{row['error']}" for row in rows if row["error"])
         extra = {
@@ -357,29 +359,26 @@ class Crawler:
 
 def crawl(
     config: CrawlConfig,
-    out_dir: Path,
+    out: Folder | Path | str,
     on_progress: ProgressFn | None = None,
     resolve: Resolver | None = None,
 ) -> StageResult:
-    """Crawl into `out_dir`; `on_progress(pages_stored, urls_seen)` is called now and then;
-    `resolve(host, port)` replaces the system resolver (tests map names with it).
+    """Crawl into `out` (a folder or URL); `on_progress(pages_stored, urls_seen)` is called now
+    and then; `resolve(host, port)` replaces the system resolver (tests map names with it).
 
     Raises DataError for bad seeds and EmptyStageError (after writing the index, which says
     why) when no page was stored.
     """
-    crawler = Crawler(config, Path(out_dir), on_progress, resolve)
-    _run_sync(crawler.run())
+    crawler = Crawler(config, as_folder(out), on_progress, resolve)
+    try:
+        _run_sync(crawler.run())
+    except BaseException as exc:
+        crawler.sink.abort(exc)  # the WARC file being written is not published
+        raise
     result = crawler.finish()
     if result.docs_out == 0:
         raise EmptyStageError("crawl", result.drops)
     return result
-
-
-def run(
-    config: CrawlConfig, out_dir: Path, pmap: ParallelMap = serial_map, **kwargs: Any
-) -> StageResult:
-    """The uniform stage entry point; a crawl is one asyncio loop, so `pmap` is unused."""
-    return crawl(config, out_dir, **kwargs)
 
 
 def _run_sync(coro: Coroutine[Any, Any, None]) -> None:

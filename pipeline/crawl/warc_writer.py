@@ -3,14 +3,15 @@
 Each WARC file starts with a `warcinfo` record, then a `request` + `response` pair per stored
 page. Every record is its own gzip member, so the index's `offset` (start of the response
 record) lets a reader seek straight to one page: `ArchiveIterator(f)` after `f.seek(offset)`.
-Files are written under a hidden temp name and renamed when complete.
+The output folder may be a URL: each file is written to a local path from `Folder.output`
+and published whole when complete (renamed into place locally, uploaded remotely).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -20,6 +21,7 @@ from warcio.warcwriter import WARCWriter
 
 from pipeline.crawl.fetch import Fetched
 from pipeline.documents import atomic_write_table, shard_name
+from pipeline.store.fs import Folder
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -54,49 +56,49 @@ def index_row(fetched: Fetched, depth: int, warc: tuple[str, int] | None = None)
     }
 
 
-def write_index(rows: list[dict[str, Any]], out_dir: Path) -> Path:
-    path = out_dir / "index" / shard_name(0)
-    atomic_write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), path)
-    return path
+def write_index(rows: list[dict[str, Any]], out: Folder) -> str:
+    """Write the index into `out`; returns its name there."""
+    name = f"index/{shard_name(0)}"
+    with out.output(name) as path:
+        atomic_write_table(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA), path)
+    return name
 
 
 class WarcSink:
     """Appends request/response pairs, starting a new file every `records_per_file` pages."""
 
-    def __init__(self, out_dir: Path, records_per_file: int, info: dict[str, str]):
-        self.out_dir = out_dir
+    def __init__(self, out: Folder, records_per_file: int, info: dict[str, str]):
+        self.out = out
         self.records_per_file = records_per_file
         self.info = info
-        self.files: list[str] = []  # finished files, relative to out_dir
+        self.files: list[str] = []  # finished files, relative to out
         self._stream: BinaryIO | None = None
         self._writer: WARCWriter | None = None
-        self._tmp: Path | None = None
+        self._output = contextlib.ExitStack()  # the open file's `Folder.output` block
         self._name = ""
         self._records = 0
 
     def _open(self) -> None:
-        name = f"warc/crawl-{len(self.files):05d}.warc.gz"
-        final = self.out_dir / name
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = final.with_name(f".{final.name}.tmp")
-        self._stream = open(self._tmp, "wb")  # noqa: SIM115 - closed in _finish
+        filename = f"crawl-{len(self.files):05d}.warc.gz"
+        self._name = f"warc/{filename}"
+        path = self._output.enter_context(self.out.output(self._name))
+        self._stream = self._output.enter_context(open(path, "wb"))  # noqa: SIM115 - closed in _finish
         self._writer = WARCWriter(self._stream, gzip=True, warc_version="1.1")
-        self._writer.write_record(self._writer.create_warcinfo_record(final.name, self.info))
-        self._name = name
+        self._writer.write_record(self._writer.create_warcinfo_record(filename, self.info))
         self._records = 0
 
     def _finish(self) -> None:
-        if self._stream is None or self._tmp is None:
+        """Publish the open file, complete and on disk."""
+        if self._stream is None:
             return
         self._stream.flush()
         os.fsync(self._stream.fileno())
-        self._stream.close()
-        os.replace(self._tmp, self.out_dir / self._name)
+        self._output.close()  # closes the file, then publishes it
         self.files.append(self._name)
-        self._stream = self._writer = self._tmp = None
+        self._stream = self._writer = None
 
     def write(self, fetched: Fetched) -> tuple[str, int]:
-        """Store one page; returns (WARC file relative to out_dir, response record offset)."""
+        """Store one page; returns (WARC file relative to out, response record offset)."""
         if self._writer is None or self._records >= self.records_per_file:
             self._finish()
             self._open()
@@ -137,6 +139,11 @@ class WarcSink:
     def close(self) -> list[str]:
         self._finish()
         return self.files
+
+    def abort(self, error: BaseException) -> None:
+        """Drop the open file after `error`: nothing half-written is published."""
+        self._output.__exit__(type(error), error, error.__traceback__)
+        self._stream = self._writer = None
 
 
 def _request_target(url: str) -> str:

@@ -10,6 +10,10 @@ pass keeps each URL once across shards. A shard's text depends on that shard
 only (trafilatura's dedup cache starts empty per shard). bench/extract.py measures quality and
 speed against a bare trafilatura loop.
 
+WARC files and the output folder may be URLs: a shard task carries the WARC file's location,
+the output `Folder` and its shard name, reads and writes through them, and so runs on any
+worker that can reach the store; the driver only dedups URLs across the finished shards.
+
     from pipeline.extract.extractor import ExtractConfig, run
     from pipeline.extract.warc import list_warc_files
     result = run(ExtractConfig(), list_warc_files("crawl/"), Path("out.tmp"))
@@ -46,13 +50,15 @@ from pipeline.documents import (
 )
 from pipeline.errors import DataError
 from pipeline.extract.sandbox import Sandbox, SandboxError, SandboxTimeout
-from pipeline.extract.warc import decode_html, is_html, iter_responses
+from pipeline.extract.warc import WarcFile, WarcInput, decode_html, is_html, iter_responses
 from pipeline.langid import detect_language
 from pipeline.stage import ParallelMap, ShardResult, StageResult, serial_map
+from pipeline.store.fs import Folder, as_folder
 
 log = logging.getLogger(__name__)
 
 STAGE = "extract"
+HTTP_SCHEMES = ("http://", "https://")
 # Docs labelled together, while the child extracts a page: ~16 x 0.4 ms, within one page's ~17 ms.
 _LANGID_BATCH = 16
 
@@ -117,12 +123,21 @@ def _extract_body(
 
 @dataclass(frozen=True)
 class ExtractTask:
-    """One unit of work: a WARC file into one data shard and one removed shard."""
+    """One unit of work: a WARC file into `out/data/<shard>` and `out/removed/<shard>`. It holds
+    locations only (a Folder pickles as its URL), so any worker that reaches the store runs it."""
 
-    warc: Path
-    data_path: Path
-    removed_path: Path
+    warc: WarcInput
+    out: Folder
+    shard: str  # part-NNNNN.parquet
     config: ExtractConfig
+
+    @property
+    def data(self) -> str:
+        return f"data/{self.shard}"
+
+    @property
+    def removed(self) -> str:
+        return f"removed/{self.shard}"
 
 
 def _base_doc(response: Any, source: str) -> dict[str, Any]:
@@ -145,7 +160,10 @@ def _base_doc(response: Any, source: str) -> dict[str, Any]:
 
 
 def _skip_reason(response: Any, config: ExtractConfig, kept: set[str], doc: dict) -> str | None:
-    """Why a response is not worth extracting, checked cheapest first."""
+    """Why a response is not worth extracting, checked cheapest first (reasons.py says what
+    each reason means)."""
+    if not response.url.lower().startswith(HTTP_SCHEMES):  # dns:, ftp:, urn:, ... records
+        return "extract_not_http"
     if response.status != 200:
         return "extract_http_status"
     if not is_html(response.content_type, response.body):
@@ -159,8 +177,8 @@ def _skip_reason(response: Any, config: ExtractConfig, kept: set[str], doc: dict
 
 def extract_shard(task: ExtractTask) -> ShardResult:
     """Extract one WARC file into its data and removed shards (both written only at the end)."""
-    config = task.config
-    result = ShardResult(shard=task.data_path.name)
+    config, warc = task.config, WarcFile.of(task.warc)
+    result = ShardResult(shard=task.shard)
     stats: Counter[str] = Counter()
     drops: Counter[str] = Counter()
     kept: set[str] = set()
@@ -171,9 +189,11 @@ def extract_shard(task: ExtractTask) -> ShardResult:
     LRU_TEST.clear()
     start = time.perf_counter()
     with (
+        task.out.output(task.data) as data_path,  # published once written, dropped on an error
+        task.out.output(task.removed) as removed_path,
         Sandbox(extractor, config.timeout_seconds) as sandbox,
-        ShardWriter(task.data_path, DOCUMENT_SCHEMA) as data,
-        ShardWriter(task.removed_path, REMOVED_SCHEMA) as removed,
+        ShardWriter(data_path, DOCUMENT_SCHEMA) as data,
+        ShardWriter(removed_path, REMOVED_SCHEMA) as removed,
     ):
 
         def finish(doc: dict[str, Any], reason: str | None) -> None:
@@ -187,13 +207,13 @@ def extract_shard(task: ExtractTask) -> ShardResult:
 
         # The parent reads the next record and labels languages while the child extracts.
         in_sandbox: dict[str, Any] | None = None  # the doc whose page the child is extracting
-        for response in iter_responses(task.warc, stats, config.max_html_bytes):
+        for response in iter_responses(warc, stats, config.max_html_bytes):
             result.docs_in += 1
             stats["html_bytes"] += len(response.body)
             if in_sandbox is not None:
                 finish(in_sandbox, _take_text(in_sandbox, sandbox, config))
                 in_sandbox = None
-            doc = _base_doc(response, str(task.warc))
+            doc = _base_doc(response, warc.label)
             reason = _skip_reason(response, config, kept, doc)
             if reason is not None:
                 finish(doc, reason)
@@ -213,7 +233,7 @@ def extract_shard(task: ExtractTask) -> ShardResult:
     result.extra.update(_record_counts(stats), seconds=round(seconds, 3))
     log.info(
         "extract %s: %d responses -> %d docs in %.1f s %s",
-        *(task.warc, result.docs_in, result.docs_out, seconds, result.drops),
+        *(warc.url, result.docs_in, result.docs_out, seconds, result.drops),
     )
     return result
 
@@ -263,18 +283,19 @@ def _record_counts(stats: Counter[str]) -> dict[str, Any]:
 
 def run(
     config: ExtractConfig,
-    warc_files: list[Path],
-    out_dir: Path,
+    warc_files: list[WarcInput],
+    out: Folder | Path | str,
     pmap: ParallelMap = serial_map,
 ) -> StageResult:
-    """Extract every WARC file (shard i = file i), then keep each URL once across shards."""
+    """Extract every WARC file (shard i = file i), then keep each URL once across shards.
+
+    `warc_files`: local paths, URLs or `WarcFile`s; `out`: a folder or URL."""
     if not warc_files:
         raise DataError("extract: no WARC files given")
-    out_dir = Path(out_dir)
-    names = [shard_name(i) for i in range(len(warc_files))]
+    out = as_folder(out)
     tasks = [
-        ExtractTask(Path(warc), out_dir / "data" / name, out_dir / "removed" / name, config)
-        for warc, name in zip(warc_files, names, strict=True)
+        ExtractTask(WarcFile.of(warc), out, shard_name(i), config)
+        for i, warc in enumerate(warc_files)
     ]
     start = time.perf_counter()
     results = pmap(extract_shard, tasks, STAGE)
@@ -304,7 +325,7 @@ def dedup_urls_across_shards(tasks: list[ExtractTask], results: list[ShardResult
     Shards are internally unique already, so only the id columns are read; shards holding a
     duplicate are rewritten (rare: the same URL fetched in two WARC files). Returns rows moved.
     """
-    ids = [read_table(t.data_path, columns=["id"]).column("id") for t in tasks]
+    ids = [_read(t.out, t.data, columns=["id"]).column("id") for t in tasks]
     if sum(len(c) for c in ids) == 0:
         return 0
     shard = np.concatenate([np.full(len(c), i, dtype=np.int32) for i, c in enumerate(ids)])
@@ -319,18 +340,27 @@ def dedup_urls_across_shards(tasks: list[ExtractTask], results: list[ShardResult
         later = pa.array([doc for doc, shard in first.items() if shard < i], pa.string())
         if len(later) == 0 or not pc.any(pc.is_in(ids[i], later)).as_py():
             continue
-        data = read_table(task.data_path)
+        data = _read(task.out, task.data)
         dup = pc.is_in(data["id"], later)
         rows = [
             removed_row(d, "extract_duplicate_url", STAGE, duplicate_of=d["id"])
             for d in data.filter(dup).to_pylist()
         ]
-        removed = read_table(task.removed_path)  # Parquet keeps timestamps in ms: reuse schema
+        removed = _read(task.out, task.removed)  # Parquet keeps timestamps in ms: reuse schema
         removed = pa.concat_tables([removed, pa.Table.from_pylist(rows, schema=removed.schema)])
-        atomic_write_table(data.filter(pc.invert(dup)), task.data_path)
-        atomic_write_table(removed, task.removed_path)
+        with task.out.output(task.data) as path:
+            atomic_write_table(data.filter(pc.invert(dup)), path)
+        with task.out.output(task.removed) as path:
+            atomic_write_table(removed, path)
         result.docs_out -= len(rows)
         drops = Counter(result.drops) + Counter(extract_duplicate_url=len(rows))
         result.drops = dict(sorted(drops.items()))
         moved += len(rows)
     return moved
+
+
+def _read(folder: Folder, name: str, columns: list[str] | None = None) -> pa.Table:
+    """A shard as a table, streamed from its folder: only the footer and the columns asked for
+    are read, so the driver's dedup pass fetches the id columns, not the shards."""
+    with folder.open(name, "rb") as handle:
+        return read_table(handle, columns=columns)

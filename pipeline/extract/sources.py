@@ -20,6 +20,9 @@ extracted pages. Per document:
 A missing text column, a wrong type or an unreadable file fails with one line naming the file
 (and line) and the column. Files are read as streams (Parquet batch by batch, JSONL line by
 line through gzip or zstd) and written in shards of about `shard_bytes` of text.
+Input files and the output folder may be URLs: every read and write goes through
+`store.fs.Folder`, and a task carries file locations and its output Folder only, so it runs on
+any worker that reaches them.
 
     from pipeline.extract.sources import DocumentsConfig, ingest, list_source_files
     files = list_source_files(["fineweb/*.parquet"])
@@ -34,14 +37,12 @@ import glob
 import gzip
 import io
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -60,6 +61,7 @@ from pipeline.documents import (
 )
 from pipeline.errors import DataError
 from pipeline.stage import ParallelMap, ShardResult, StageResult, serial_map
+from pipeline.store.fs import Folder, as_folder, is_url, locate
 
 STAGE = "source"
 PARQUET = (".parquet",)
@@ -104,12 +106,12 @@ class SourceFiles:
     """External document files and how to read them: what a stage reads instead of a folder
     of document shards (`pipeline/stages.py` converts them first)."""
 
-    files: tuple[Path, ...]
+    files: tuple[Path | str, ...]  # local paths or URLs
     config: DocumentsConfig
 
 
-def _kind(path: Path) -> str | None:
-    name = path.name.lower()
+def _kind(path: Path | str) -> str | None:
+    name = str(path).rsplit("/", 1)[-1].lower()
     if name.endswith(PARQUET):
         return "parquet"
     if name.endswith(JSONL):
@@ -117,41 +119,63 @@ def _kind(path: Path) -> str | None:
     return None
 
 
-def _visible(path: Path, root: Path) -> bool:
+def _visible(name: str) -> bool:
     """Skip hidden and marker files (`.crc`, `_SUCCESS`) and our own side folders."""
-    parts = path.relative_to(root).parts
     side = {"removed", "attributes", "signatures"}  # a llmforge version's other folders
-    return not any(p.startswith((".", "_")) or p in side for p in parts)
+    return not any(p.startswith((".", "_")) or p in side for p in name.split("/"))
 
 
-def list_source_files(paths: list[str] | tuple[str, ...]) -> list[Path]:
-    """The document files `paths` name (files, folders, globs), each folder's sorted."""
-    files: list[Path] = []
+def list_source_files(paths: list[str] | tuple[str, ...]) -> list[Path | str]:
+    """The document files `paths` name (files, folders, globs; local or URLs), each folder's
+    sorted: local files as `Path`s, remote ones as URLs."""
+    files: list[Path | str] = []
     for entry in paths:
-        path = Path(entry)
         if glob.has_magic(entry):
-            matched = sorted(Path(p) for p in glob.glob(entry, recursive=True))
-            if not matched:
-                raise DataError(f"{entry}: no files match this pattern")
-            matched = [p for p in matched if p.is_file() and _kind(p)]
-            if not matched:
-                raise DataError(f"{entry}: no Parquet or JSON Lines files match this pattern")
-            files += matched
+            files += _matching(entry)
             continue
-        if not path.exists():
-            raise DataError(f"{path}: no such file or directory")
-        if path.is_file():
-            if _kind(path) is None:
-                raise DataError(f"{path}: not a Parquet or JSON Lines file ({', '.join(SUFFIXES)})")
-            files.append(path)
+        folder = Folder(entry)
+        if not folder.exists():
+            raise DataError(f"{_shown(entry)}: no such file or directory")
+        if folder.is_file():
+            if _kind(entry) is None:
+                raise DataError(
+                    f"{_shown(entry)}: not a Parquet or JSON Lines file ({', '.join(SUFFIXES)})"
+                )
+            files.append(_shown(entry))
             continue
-        if (path / "data").is_dir() and (path / "manifest.json").exists():
-            path = path / "data"  # a llmforge version: its documents
-        found = sorted(p for p in path.rglob("*") if p.is_file() and _kind(p) and _visible(p, path))
+        if folder.is_dir("data") and folder.exists("manifest.json"):
+            folder, entry = folder / "data", f"{entry.rstrip('/')}/data"  # a llmforge version
+        found = [name for name in folder.list() if _kind(name) and _visible(name)]
         if not found:
-            raise DataError(f"{path}: no Parquet or JSON Lines files in this folder")
-        files += found
+            raise DataError(f"{_shown(entry)}: no Parquet or JSON Lines files in this folder")
+        if is_url(entry):
+            files += [folder.url_of(name) for name in found]
+        else:
+            files += sorted(Path(entry) / name for name in found)
     return list(dict.fromkeys(files))  # a file named twice is read once
+
+
+def _shown(entry: str) -> Path | str:
+    """A local path as a Path (as the user wrote it), a URL as it is."""
+    return entry if is_url(entry) else Path(entry)
+
+
+def _matching(pattern: str) -> list[Path | str]:
+    """The document files a glob matches (`**` for any depth)."""
+    if is_url(pattern):
+        parts = pattern.split("/")
+        base = "/".join(parts[: next(i for i, p in enumerate(parts) if glob.has_magic(p))])
+        folder = Folder(base)
+        rest = pattern[len(base) + 1 :]
+        matched: list[Path | str] = [folder.url_of(name) for name in folder.list(rest)]
+    else:
+        matched = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+    if not matched:
+        raise DataError(f"{pattern}: no files match this pattern")
+    kept = [p for p in matched if _kind(p) and (isinstance(p, str) or p.is_file())]
+    if not kept:
+        raise DataError(f"{pattern}: no Parquet or JSON Lines files match this pattern")
+    return kept
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -162,17 +186,21 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    name = path.name.lower()
-    if name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    if name.endswith((".zst", ".zstd")):
-        # pyarrow's zstd codec: no extra dependency, and it streams.
-        return io.TextIOWrapper(pa.input_stream(str(path), compression="zstd"), encoding="utf-8")
-    return open(path, encoding="utf-8")  # noqa: SIM115 (closed by the caller's with)
+@contextlib.contextmanager
+def _open_text(path: Path | str) -> Iterator[IO[str]]:
+    """A JSON Lines file (local or URL) as text, gzip or zstd undone as it streams."""
+    folder, name = locate(path)
+    with contextlib.ExitStack() as stack:
+        raw: Any = stack.enter_context(folder.open(name, "rb"))
+        if name.lower().endswith(".gz"):
+            raw = stack.enter_context(gzip.GzipFile(fileobj=raw))
+        elif name.lower().endswith((".zst", ".zstd")):
+            # pyarrow's zstd codec: no extra dependency, and it streams.
+            raw = stack.enter_context(pa.input_stream(raw, compression="zstd"))
+        yield stack.enter_context(io.TextIOWrapper(raw, encoding="utf-8"))
 
 
-def iter_jsonl(path: Path, batch_size: int = 1024) -> Iterator[list[tuple[str, dict]]]:
+def iter_jsonl(path: Path | str, batch_size: int = 1024) -> Iterator[list[tuple[str, dict]]]:
     """Batches of (where, record) from a JSON Lines file, one line at a time."""
     batch: list[tuple[str, dict]] = []
     lineno = 0
@@ -359,27 +387,26 @@ class Normalizer:
         return json.dumps(meta, ensure_ascii=False, default=_json_default)
 
 
-def iter_records(path: Path, columns: Columns) -> Iterator[list[tuple[str, dict]]]:
-    """Batches of (where, record) from a Parquet or JSON Lines file, as a stream."""
+def iter_records(path: Path | str, columns: Columns) -> Iterator[list[tuple[str, dict]]]:
+    """Batches of (where, record) from a Parquet or JSON Lines file (local or URL), streamed."""
     if _kind(path) == "jsonl":
         yield from iter_jsonl(path)
         return
+    folder, name = locate(path)
     try:
-        parquet = pq.ParquetFile(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
-    columns.check_parquet(path, parquet.schema_arrow)
-    row = 0
-    try:
-        for batch in parquet.iter_batches(batch_size=1024):
-            records = batch.to_pylist()
-            yield [(f"{path} row {row + i}", r) for i, r in enumerate(records)]
-            row += len(records)
+        with folder.open(name, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            columns.check_parquet(path, parquet.schema_arrow)
+            row = 0
+            for batch in parquet.iter_batches(batch_size=1024):
+                records = batch.to_pylist()
+                yield [(f"{path} row {row + i}", r) for i, r in enumerate(records)]
+                row += len(records)
     except (OSError, pa.ArrowException) as exc:
         raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
 
 
-def check_files(files: list[Path] | tuple[Path, ...], config: DocumentsConfig) -> None:
+def check_files(files: list[Path | str] | tuple[Path | str, ...], config: DocumentsConfig) -> None:
     """Cheap checks before any work: each file opens and its first record has the text column
     (a Parquet file's schema, a JSONL file's first line)."""
     columns = Columns(config)
@@ -396,13 +423,31 @@ def check_files(files: list[Path] | tuple[Path, ...], config: DocumentsConfig) -
 
 @dataclass(frozen=True)
 class IngestTask:
-    """A run of consecutive input files into shards `out/<group>-<k>.parquet` (renamed to
-    part-NNNNN in order once every group is done)."""
+    """A run of consecutive input files into shards `out/{data,removed}/<group>-<k>.parquet`
+    (renamed to part-NNNNN in order once every group is done). Locations only: the files are
+    paths or URLs, `out` a Folder (pickled as its URL)."""
 
-    files: tuple[Path, ...]
+    files: tuple[Path | str, ...]
     group: int
-    out: Path
+    out: Folder
     config: DocumentsConfig
+
+
+class _Shard:
+    """A data shard and its removed shard being filled; both published on `close`."""
+
+    def __init__(self, out: Folder, name: str):
+        self.name = name
+        self._outputs = contextlib.ExitStack()
+        data = self._outputs.enter_context(out.output(f"data/{name}"))
+        removed = self._outputs.enter_context(out.output(f"removed/{name}"))
+        self.data = ShardWriter(data, DOCUMENT_SCHEMA)
+        self.removed = ShardWriter(removed, REMOVED_SCHEMA)
+
+    def close(self) -> None:
+        with self._outputs:  # published once both are written; dropped if a write fails
+            self.data.close()
+            self.removed.close()
 
 
 def _label(docs: list[dict[str, Any]], max_chars: int | None) -> int:
@@ -421,16 +466,15 @@ def ingest_group(task: IngestTask) -> ShardResult:
     config, normalize = task.config, Normalizer(task.config)
     counts = {"text_bytes": 0, "languages_detected": 0}
     result = ShardResult(shard=f"group-{task.group:05d}", extra={"shards": []})
-    writers: tuple[ShardWriter, ShardWriter] | None = None
+    shard: _Shard | None = None
     shard_bytes = 0
 
     def close() -> None:
-        nonlocal writers, shard_bytes
-        if writers is not None:
-            writers[0].close()
-            writers[1].close()
-            result.extra["shards"].append(writers[0].path.name)
-            writers, shard_bytes = None, 0
+        nonlocal shard, shard_bytes
+        if shard is not None:
+            shard.close()
+            result.extra["shards"].append(shard.name)
+            shard, shard_bytes = None, 0
 
     for path in task.files:
         for batch in iter_records(path, normalize.columns):
@@ -438,18 +482,15 @@ def ingest_group(task: IngestTask) -> ShardResult:
             if config.detect_language:
                 counts["languages_detected"] += _label(docs, config.langid_max_chars)
             for doc in docs:
-                if writers is None:
+                if shard is None:
                     name = f"{task.group:05d}-{len(result.extra['shards']):05d}.parquet"
-                    writers = (
-                        ShardWriter(task.out / "data" / name, DOCUMENT_SCHEMA),
-                        ShardWriter(task.out / "removed" / name, REMOVED_SCHEMA),
-                    )
+                    shard = _Shard(task.out, name)
                 result.docs_in += 1
                 if doc["text"] is None:
-                    writers[1].write(removed_row(doc, "source_no_text", STAGE))
+                    shard.removed.write(removed_row(doc, "source_no_text", STAGE))
                     result.drops["source_no_text"] = result.drops.get("source_no_text", 0) + 1
                     continue
-                writers[0].write(doc)
+                shard.data.write(doc)
                 result.docs_out += 1
                 size = len(doc["text"].encode("utf-8"))
                 counts["text_bytes"] += size
@@ -461,13 +502,16 @@ def ingest_group(task: IngestTask) -> ShardResult:
     return result
 
 
-def _groups(files: list[Path] | tuple[Path, ...], target: int) -> list[tuple[Path, ...]]:
-    """Consecutive files in groups of about `target` bytes on disk: many small files share
+def _groups(
+    files: list[Path | str] | tuple[Path | str, ...], target: int
+) -> list[tuple[Path | str, ...]]:
+    """Consecutive files in groups of about `target` bytes stored: many small files share
     shards, a big one is a group (and a task) of its own."""
     groups, current, size = [], [], 0
     for path in files:
         current.append(path)
-        size += path.stat().st_size
+        folder, name = locate(path)
+        size += folder.size(name)
         if size >= target:
             groups.append(tuple(current))
             current, size = [], 0
@@ -478,30 +522,31 @@ def _groups(files: list[Path] | tuple[Path, ...], target: int) -> list[tuple[Pat
 
 def ingest(
     config: DocumentsConfig,
-    files: list[Path] | tuple[Path, ...],
-    out_dir: Path,
+    files: list[Path | str] | tuple[Path | str, ...],
+    out: Folder | Path | str,
     pmap: ParallelMap = serial_map,
 ) -> StageResult:
-    """Read `files` into `out_dir/data/part-NNNNN.parquet` (and `removed/` alongside)."""
-    out_dir = Path(out_dir)
+    """Read `files` (paths or URLs) into `out/data/part-NNNNN.parquet` (and `removed/`
+    alongside); `out` is a folder or URL."""
+    out = as_folder(out)
     if not files:
         raise DataError("no document files to read")
     check_files(files, config)  # a wrong column fails here, in one line, before any work
-    scratch = out_dir / ".ingest"
+    scratch = ".ingest"
     tasks = [
-        IngestTask(group, i, scratch, config)
+        IngestTask(group, i, out / scratch, config)
         for i, group in enumerate(_groups(files, config.shard_bytes))
     ]
     results = pmap(ingest_group, tasks, "source")
     index = 0
     for folder in ("data", "removed"):
-        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+        out.makedirs(folder)
     for result in results:
         for name in result.extra.pop("shards"):
             for folder in ("data", "removed"):
-                os.replace(scratch / folder / name, out_dir / folder / shard_name(index))
+                out.move(f"{scratch}/{folder}/{name}", f"{folder}/{shard_name(index)}")
             index += 1
-    shutil.rmtree(scratch, ignore_errors=True)
+    out.remove(scratch)
     totals = {
         key: sum(r.extra[key] for r in results) for key in ("text_bytes", "languages_detected")
     }

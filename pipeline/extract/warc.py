@@ -15,6 +15,10 @@ which inflate to ~16 MiB at most (deflate's ratio is at most ~1032:1, zlib's tec
     for page in iter_responses(Path("crawl.warc.gz"), stats, max_body_bytes=5 << 20):
         if not page.truncated:
             html = decode_html(page.body, page.content_type)
+
+A WARC file is a local path, a URL (`s3://bucket/crawl/warc/crawl-00000.warc.gz`) or a
+`WarcFile` (a `store.fs.Folder` and a name): it is read as a stream through the Folder, so a
+worker on another machine needs only the URL.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from warcio.limitreader import LimitReader
 from warcio.statusandheaders import StatusAndHeadersParserException
 
 from pipeline.errors import DataError
+from pipeline.store.fs import Folder, as_folder, is_url, locate
 
 WARC_SUFFIXES = (".warc", ".warc.gz")
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -68,17 +73,61 @@ class Response:
     truncated: bool = False  # the decoded body is longer than `max_body_bytes`: cut there
 
 
-def list_warc_files(path: Path | str) -> list[Path]:
-    """A WARC file as given, or every `*.warc` / `*.warc.gz` under a folder, sorted."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file or directory")
-    if path.is_file():
-        return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(WARC_SUFFIXES))
-    if not files:
-        raise DataError(f"{path}: no *.warc or *.warc.gz files in this folder")
-    return files
+@dataclass(frozen=True)
+class WarcFile:
+    """One WARC file to read: its folder (local or URL) and its name there; `source` is what its
+    documents record as `source_warc` (default: the file's location)."""
+
+    folder: Folder
+    name: str
+    source: str = ""
+
+    @classmethod
+    def of(cls, entry: WarcInput) -> WarcFile:
+        """A WarcFile as it is; a path or URL, recorded as given."""
+        if isinstance(entry, WarcFile):
+            return entry
+        folder, name = locate(entry)
+        return cls(folder, name, str(entry))
+
+    @property
+    def url(self) -> str:
+        return self.folder.url_of(self.name)
+
+    @property
+    def label(self) -> str:
+        return self.source or self.url
+
+
+WarcInput = WarcFile | Path | str
+
+
+def list_warc_files(location: Path | str | Folder) -> list[Path | str]:
+    """A WARC file as given, or every `*.warc` / `*.warc.gz` under a folder, sorted: `Path`s for
+    a local path, URLs for a URL or a `Folder` (a crawl version's `warc/` folder)."""
+    folder = as_folder(location)
+    remote = isinstance(location, Folder) or is_url(location)
+    if not folder.exists():
+        raise DataError(f"{location}: no such file or directory")
+    if folder.is_file():
+        return [folder.url if remote else Path(location)]
+    names = _warc_names(folder, location)
+    if remote:
+        return [folder.url_of(name) for name in names]
+    return sorted(Path(location) / name for name in names)
+
+
+def _warc_names(folder: Folder, location: Path | str | Folder) -> list[str]:
+    names = [name for name in folder.list() if name.endswith(WARC_SUFFIXES)]
+    if not names:
+        raise DataError(f"{location}: no *.warc or *.warc.gz files in this folder")
+    return names
+
+
+def warc_files_in(folder: Folder, source: str) -> list[WarcFile]:
+    """Every WARC file of a folder (a crawl version's `warc/`), its documents recording
+    `source/<name>` as their source_warc: the same bytes whatever the storage root."""
+    return [WarcFile(folder, name, f"{source}/{name}") for name in _warc_names(folder, folder)]
 
 
 class _GzipError(Exception):
@@ -169,18 +218,19 @@ def _warc_date(value: str | None) -> datetime | None:
 
 
 def iter_responses(
-    path: Path, stats: Counter[str], max_body_bytes: int | None = None
+    warc: WarcInput, stats: Counter[str], max_body_bytes: int | None = None
 ) -> Iterator[Response]:
     """Yield the response records of a WARC/ARC file; count every record type in `stats`.
 
     A decoded body longer than `max_body_bytes` is read only that far, cut there and marked
     `truncated`; the rest of its record is skipped, never held.
     """
-    path = Path(path)
+    warc = WarcFile.of(warc)
+    path = warc.url  # named in errors
     try:
-        fh: Any = open(path, "rb")  # noqa: SIM115 - closed in finally, generator-safe
+        fh: Any = warc.folder.open(warc.name, "rb")
     except OSError as exc:
-        raise DataError(f"{path}: cannot open ({exc.strerror})") from None
+        raise DataError(f"{path}: cannot open ({exc.strerror or exc})") from None
     try:
         gzipped = fh.read(2) == _GZIP_MAGIC
         fh.seek(0)
@@ -336,7 +386,7 @@ def _split(data: bytes) -> Iterator[bytes]:
         yield data[start : start + _BLOCK]
 
 
-def _response(path: Path, record: Any, offset: int, body: bytes, truncated: bool) -> Response:
+def _response(path: str, record: Any, offset: int, body: bytes, truncated: bool) -> Response:
     headers = record.rec_headers
     url = headers.get_header("WARC-Target-URI")
     if not url:

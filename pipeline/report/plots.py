@@ -19,7 +19,15 @@ from pipeline.report.collect import ClusterInfo, FunnelRow, SignalData
 
 KEPT, REMOVED_HERE, REMOVED_ELSEWHERE = "#4c78a8", "#e45756", "#bab0ac"
 THRESHOLD = "#222222"
-_THOUSANDS = FuncFormatter(lambda x, _: f"{x:,.0f}")
+
+
+def _compact(x: float, _pos: object = None) -> str:
+    """Axis labels short enough to sit side by side in a 4-inch panel ("2.5M", not
+    "2,500,000"); the bars' own labels carry the exact counts."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= size:
+            return f"{x / size:g}{unit}"
+    return f"{x:g}"
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -38,14 +46,15 @@ def _bars(ax, labels: list[str], counts: list[float], color: str, first: float) 
     ax.barh(y, counts, color=color)
     ax.set_yticks(y, labels)
     ax.invert_yaxis()  # pipeline order top to bottom
-    ax.xaxis.set_major_formatter(_THOUSANDS)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+    ax.xaxis.set_major_formatter(FuncFormatter(_compact))
     ax.set_xlim(0, max(counts) * 1.3 or 1)
     for i, count in enumerate(counts):
         share = f" ({count / first:.0%})" if first else ""
         ax.text(count, i, f" {count:,.0f}{share}", va="center", fontsize=8)
 
 
-def plot_funnel(rows: list[FunnelRow], path: Path, dpi: int) -> Path:
+def funnel_figure(rows: list[FunnelRow]) -> Figure:
     """Documents kept after each stage (from the crawl's URLs, if crawled), and tokens."""
     labels, docs = [], []
     if rows and rows[0].stage == "crawl":
@@ -64,7 +73,12 @@ def plot_funnel(rows: list[FunnelRow], path: Path, dpi: int) -> Path:
         tokens = [float(r.tokens or 0) for r in with_tokens]
         _bars(axes[1], names, tokens, "#72b7b2", tokens[0])
         axes[1].set_title("tokens (GPT-2)")
-    return _save(fig, path, dpi)
+    return fig
+
+
+def plot_funnel(rows: list[FunnelRow], path: Path, dpi: int) -> Path:
+    """`funnel_figure` as a PNG at `path`."""
+    return _save(funnel_figure(rows), path, dpi)
 
 
 def _bin_edges(

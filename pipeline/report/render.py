@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 from markdown_it import MarkdownIt
 
+from pipeline.extract.reasons import REASONS
 from pipeline.report.collect import ReasonRow, ReportData, Sample
 
 _MD_INLINE = re.compile(r"([\\`*_\[\]|~])")  # what could start markup inside a line
@@ -128,7 +129,8 @@ def _reasons_section(data: ReportData) -> list[str]:
             [[f"`{r.reason}`", _n(r.docs), f"{r.share:.1%}"] for r in rows],
         )
         for row in rows:
-            lines += [f"#### `{row.reason}` ({row.docs:,})", ""]
+            meaning = f": {escape(REASONS[row.reason])}" if row.reason in REASONS else ""
+            lines += [f"#### `{row.reason}` ({row.docs:,}){meaning}", ""]
             for sample in row.samples:
                 lines += _sample_lines(sample)
             if not row.samples:

@@ -276,6 +276,15 @@ class Folder:
         for path in sorted(files, key=lambda p: p.relative_to(root).as_posix() in last):
             self.put(path, path.relative_to(root).as_posix())
 
+    def move(self, source: str, target: str) -> None:
+        """Rename a file inside this folder, replacing `target`: atomic locally; on an object
+        store a server-side copy then a delete (readers see the whole file or none)."""
+        if self.is_local:
+            Path(self._path(target)).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._path(source), self._path(target))
+        else:
+            self.fs.mv(self._path(source), self._path(target))
+
     def remove(self, name: str = "") -> None:
         """Delete a file or a folder with everything below it; absent is fine."""
         target = self._path(name)
@@ -292,3 +301,13 @@ class Folder:
 
 def as_folder(location: str | os.PathLike[str] | Folder) -> Folder:
     return location if isinstance(location, Folder) else Folder(location)
+
+
+def locate(location: str | os.PathLike[str] | Folder) -> tuple[Folder, str]:
+    """The folder holding a file given by local path or URL, and its name there: how a task
+    opens one input file it was handed as a string."""
+    text = str(location).rstrip("/")
+    parent, _, name = text.rpartition("/")
+    if not name or (is_url(text) and parent.endswith(":/")):
+        raise DataError(f"{location}: not a file location")
+    return Folder(parent or "."), name

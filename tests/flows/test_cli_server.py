@@ -64,3 +64,66 @@ def test_cli_run_is_fully_recorded_on_its_local_server(sample_site, tmp_path):
             timeout=120,
         )
     assert "stopped" in stop.stdout
+
+
+def _cli(*args, env, timeout=180):
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_status_lists_the_servers_of_every_root_and_stop_all_stops_them(tmp_path):
+    """Two storage roots, two servers: both listed wherever `status` runs, both stopped."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
+    env["LLMFORGE_CACHE"] = str(tmp_path / "cache")  # this test's registry only
+    roots = [tmp_path / "root-a", tmp_path / "root-b"]
+    try:
+        for root in roots:
+            started = _cli("server", "start", "--storage", str(root), env=env)
+            assert started.returncode == 0, started.stderr[-3000:]
+        servers = [json.loads((root / "prefect" / "server.json").read_text()) for root in roots]
+        status = _cli("server", "status", env=env)
+        lines = status.stdout.splitlines()
+        for root, server in zip(roots, servers, strict=True):
+            (line,) = [line for line in lines if f"root {root} " in line]
+            assert (
+                line.startswith(f"running: {server['ui_url']} ") and f"pid {server['pid']}" in line
+            )
+        stop = _cli("server", "stop", "--all", env=env)
+        assert "stopped 2 server(s)" in stop.stdout, stop.stdout + stop.stderr
+        for server in servers:
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(f"{server['api_url']}/health", timeout=2)
+        assert not any((root / "prefect" / "server.json").exists() for root in roots)
+        assert "no local server is running" in _cli("server", "status", env=env).stdout
+    finally:
+        for root in roots:  # whatever failed above, leave no server behind
+            _cli("server", "stop", "--storage", str(root), env=env)
+
+
+def test_status_prunes_servers_that_are_gone(tmp_path, monkeypatch):
+    from flows.server import list_servers, registry_dir
+
+    monkeypatch.setenv("LLMFORGE_CACHE", str(tmp_path))
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    entry = {
+        "pid": int(gone.stdout),  # exited: no such process now
+        "api_url": "http://127.0.0.1:9/api",  # the discard port: nothing answers
+        "ui_url": "http://127.0.0.1:9",
+        "root": str(tmp_path / "root"),
+        "started": "2026-12-05T00:00:00+00:00",
+    }
+    registry_dir().mkdir(parents=True)
+    (registry_dir() / f"{entry['pid']}.json").write_text(json.dumps(entry))
+    alive = {**entry, "pid": os.getpid()}  # this process stands in for a server still starting
+    (registry_dir() / f"{os.getpid()}.json").write_text(json.dumps(alive))
+    assert list_servers() == [{**alive, "up": False}]
+    assert [p.name for p in registry_dir().iterdir()] == [f"{os.getpid()}.json"]

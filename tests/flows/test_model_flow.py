@@ -76,6 +76,72 @@ def test_train_and_evaluate_run_as_versioned_subflows(model_run):
     ]
 
 
+def _materializations(prefect_api, key_prefix, want, timeout=60):
+    """Succeeded asset materializations under `key_prefix`, by asset key: (upstream asset
+    keys, metadata). Events reach the server's store asynchronously: poll until `want`."""
+    import time
+
+    import httpx
+
+    body = {
+        "filter": {
+            "event": {"name": ["prefect.asset.materialization.succeeded"]},
+            "resource": {"id_prefix": [key_prefix]},
+        },
+        "limit": 50,
+    }
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.post(f"{prefect_api['api_url']}/events/filter", json=body, timeout=30)
+        response.raise_for_status()
+        found = {
+            event["resource"]["prefect.resource.id"]: (
+                {
+                    r["prefect.resource.id"]
+                    for r in event["related"]
+                    if r.get("prefect.resource.role") == "asset"
+                },
+                event["payload"],
+            )
+            for event in response.json()["events"]
+        }
+        if want <= set(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+def test_every_version_is_a_prefect_asset_chained_from_seeds_to_model(prefect_api, model_run):
+    """The UI's asset graph: each committed version keyed by its folder URL, its inputs
+    upstream (the crawl's seeds first), its counts as metadata."""
+    root, config, record = model_run
+    versions = record["versions"]
+    key = {
+        s: (root / "versions" / s / v["version_id"]).resolve().as_uri() for s, v in versions.items()
+    }
+    found = _materializations(
+        prefect_api, (root / "versions").resolve().as_uri(), set(key.values())
+    )
+    upstream = {
+        "crawl": set(config.crawl.seeds),
+        "extract": {key["crawl"]},
+        "filter": {key["extract"]},
+        "dedup": {key["filter"]},
+        "tokenize": {key["dedup"]},
+        "train": {key["tokenize"]},
+        "evaluate": {key["train"], key["tokenize"]},
+    }
+    assert set(found) == set(key.values())
+    for stage, version in versions.items():
+        related, metadata = found[key[stage]]
+        assert related == upstream[stage], stage
+        assert metadata["version_id"] == version["version_id"], stage
+        assert metadata["docs_out"] == version["counts"]["docs_out"], stage
+    assert (
+        found[key["tokenize"]][1]["tokens_train"]
+        == versions["tokenize"]["counts"]["extra"]["tokens_train"]
+    )
+
+
 def test_rerun_reuses_the_trained_model(model_run):
     _, config, first = model_run
     again = pipeline_flow(config, "model-run-again")

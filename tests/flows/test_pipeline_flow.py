@@ -85,6 +85,17 @@ def test_run_records_every_stage_version(first_run):
     assert report.endswith("report.html") and "Funnel" in Path(report).read_text()
 
 
+def test_report_shows_the_finished_run(first_run):
+    """The report is built after the record is finished: final status and end time, not
+    `running` and `-`."""
+    _, _, record = first_run
+    assert record["finished_at"]
+    for name in ("report.md", "report.html"):
+        text = Path(record["artifacts"][name]).read_text()
+        assert "| status | completed |" in text or "<td>completed</td>" in text, name
+        assert record["finished_at"] in text and "running" not in text, name
+
+
 def test_prefect_server_recorded_every_stage_and_shard_task(prefect_api, first_run):
     _, _, record = first_run
     children = _child_flow_runs(prefect_api, record["prefect"]["flow_run_id"])

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 
-from pipeline.crawl.crawler import CrawlConfig, crawl, load_seeds, run
+from pipeline.crawl.crawler import CrawlConfig, crawl, load_seeds
 from pipeline.crawl.fetch import retry_after_seconds
 from pipeline.crawl.urls import domain_allowed, extract_links, normalize_url
 from pipeline.errors import DataError, EmptyStageError
@@ -159,7 +159,7 @@ def test_max_pages_keeps_the_first_pages_in_crawl_order(serve, tmp_path: Path) -
     )
     for concurrency in (1, 8):
         out = tmp_path / str(concurrency)
-        result = run(config(site, max_pages=4, concurrency=concurrency), out)
+        result = crawl(config(site, max_pages=4, concurrency=concurrency), out)
         assert result.docs_out == 4
         assert stored(out) == {"", "a", "b", "a1"}
     assert "/a2" not in site.paths() and "/b1" not in site.paths()

@@ -6,6 +6,7 @@ import gzip
 import io
 import multiprocessing
 import os
+import re
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -21,10 +22,12 @@ import pipeline.extract.extractor
 from pipeline.documents import DOCUMENT_SCHEMA, doc_id
 from pipeline.errors import DataError
 from pipeline.extract.extractor import ExtractConfig, ExtractTask, extract_shard, run
+from pipeline.extract.reasons import REASONS
 from pipeline.extract.sandbox import Sandbox, SandboxError, SandboxTimeout
 from pipeline.extract.warc import decode_html, is_html, iter_responses, list_warc_files
 from pipeline.langid import detect_language
 from pipeline.stage import process_map
+from pipeline.store.fs import Folder
 from tests.conftest import shared_data
 
 WARCIO = ("warc", "warcio", "test", "data")
@@ -74,12 +77,10 @@ def write_warc(path: Path, responses: list[tuple[str, int, str | None, bytes]]) 
 
 
 def extract_one(warc: Path, tmp_path: Path, **config) -> tuple[list[dict], list[dict], object]:
-    task = ExtractTask(
-        warc, tmp_path / "d.parquet", tmp_path / "r.parquet", ExtractConfig(**config)
-    )
+    task = ExtractTask(warc, Folder(tmp_path), "d.parquet", ExtractConfig(**config))
     result = extract_shard(task)
-    docs = pq.read_table(task.data_path).to_pylist()
-    return docs, pq.read_table(task.removed_path).to_pylist(), result
+    docs = pq.read_table(tmp_path / task.data).to_pylist()
+    return docs, pq.read_table(tmp_path / task.removed).to_pylist(), result
 
 
 HTML = "text/html; charset=utf-8"
@@ -134,6 +135,35 @@ def test_own_warc_gives_expected_docs_and_removals(tmp_path):
     }
     assert result.extra["skipped_records"] == {"request": 7, "warcinfo": 1}
     assert result.extra["records"] == 15 and result.extra["sandbox_mode"] == "process"
+
+
+def test_records_of_other_schemes_are_dropped_as_not_http(tmp_path):
+    """A dns: record (Heritrix writes one per host) or an ftp: page is not an HTTP response:
+    it gets its own reason, not extract_http_status, whatever its status line says."""
+    pages = [("ftp://a.test/clocks.html", 200, HTML, page("Clocks", ARTICLE).encode())]
+    pages += [("https://a.test/clocks", 200, HTML, page("Clocks", ARTICLE).encode())]
+    warc = write_warc(tmp_path / "own.warc.gz", pages)
+    with open(warc, "ab") as fh:
+        writer = WARCWriter(fh, gzip=True)
+        dns = b"20240501120000\na.test.\t300\tIN\tA\t192.0.2.1\n"
+        record = writer.create_warc_record(
+            "dns:a.test", "response", payload=io.BytesIO(dns), warc_content_type="text/dns"
+        )
+        writer.write_record(record)
+    docs, removed, result = extract_one(warc, tmp_path)
+    assert [d["url"] for d in docs] == ["https://a.test/clocks"]
+    assert {r["url"]: r["reason"] for r in removed} == {
+        "ftp://a.test/clocks.html": "extract_not_http",
+        "dns:a.test": "extract_not_http",
+    }
+    assert result.drops == {"extract_not_http": 2}
+
+
+def test_every_extract_reason_is_documented():
+    source = Path(pipeline.extract.extractor.__file__).read_text()
+    assert set(re.findall(r'"(extract_[a-z_]+)"', source)) == set(REASONS)
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert [r for r in REASONS if f"`{r}`" not in readme] == []
 
 
 def test_max_html_bytes_and_min_text_chars(tmp_path):
@@ -227,12 +257,13 @@ def test_warcio_valid_files_extract_their_page(name, title, tmp_path):
 )
 def test_warcio_broken_files_give_one_line_data_error(name, tmp_path, capfd):
     path = shared_data(*WARCIO, name)
-    task = ExtractTask(path, tmp_path / "d.parquet", tmp_path / "r.parquet", ExtractConfig())
+    task = ExtractTask(path, Folder(tmp_path), "d.parquet", ExtractConfig())
     with pytest.raises(DataError) as info:
         extract_shard(task)
     message = str(info.value)
     assert message.startswith(f"{path}: ") and "\n" not in message
-    assert not task.data_path.exists() and not task.removed_path.exists()  # nothing half-written
+    assert not (tmp_path / task.data).exists() and not (tmp_path / task.removed).exists()
+    assert sorted(tmp_path.rglob("*")) == [tmp_path / "data", tmp_path / "removed"]  # no temp file
     assert capfd.readouterr().err == ""  # warcio's own stderr warnings are silenced
 
 

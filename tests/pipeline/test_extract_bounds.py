@@ -115,6 +115,7 @@ from pathlib import Path
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 import pyarrow.parquet as pq
 from pipeline.extract.extractor import ExtractConfig, ExtractTask, extract_shard
+from pipeline.store.fs import Folder
 
 def hwm():
     line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
@@ -122,14 +123,14 @@ def hwm():
 
 warc, out = Path(sys.argv[1]), Path(sys.argv[2])
 before = hwm()
-task = ExtractTask(warc, out / "d.parquet", out / "r.parquet", ExtractConfig())
+task = ExtractTask(warc, Folder(out), "d.parquet", ExtractConfig())
 result = extract_shard(task)
 print(json.dumps({
     "before": before,
     "after": hwm(),
     "child": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
-    "docs": pq.read_table(task.data_path).column("url").to_pylist(),
-    "removed": {r["url"]: r["reason"] for r in pq.read_table(task.removed_path).to_pylist()},
+    "docs": pq.read_table(out / task.data).column("url").to_pylist(),
+    "removed": {r["url"]: r["reason"] for r in pq.read_table(out / task.removed).to_pylist()},
 }))
 """
 

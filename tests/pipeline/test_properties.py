@@ -23,6 +23,7 @@ from pipeline.extract.extractor import ExtractConfig, ExtractTask, _extract_body
 from pipeline.extract.sandbox import Sandbox, SandboxTimeout
 from pipeline.extract.warc import decode_html, inflate, is_html, iter_responses, read_capped
 from pipeline.filters import FilterConfig, build_filters
+from pipeline.store.fs import Folder
 
 CONFIG = ExtractConfig()
 
@@ -136,9 +137,9 @@ def test_extract_shard_takes_any_record(tmp_path_factory, pages):
                     url, "response", payload=io.BytesIO(body), http_headers=http
                 )
             )
-    task = ExtractTask(warc, tmp / "d.parquet", tmp / "r.parquet", CONFIG)
+    task = ExtractTask(warc, Folder(tmp), "d.parquet", CONFIG)
     result = extract_shard(task)
-    rows = pq.read_table(task.data_path).num_rows + pq.read_table(task.removed_path).num_rows
+    rows = pq.read_table(tmp / task.data).num_rows + pq.read_table(tmp / task.removed).num_rows
     assert result.docs_in == len(list(iter_responses(warc, Counter()))) == rows
 
 

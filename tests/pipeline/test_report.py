@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 
 import pytest
 
@@ -18,7 +19,8 @@ from pipeline.errors import DataError
 from pipeline.extract.extractor import ExtractConfig
 from pipeline.filters import FilterConfig
 from pipeline.report import ReportConfig, build_report
-from pipeline.report.render import escape, render_html
+from pipeline.report.collect import ReasonRow
+from pipeline.report.render import _reasons_section, escape, render_html
 from pipeline.sample_site.server import serve_site
 from pipeline.sample_site.site import SampleSiteConfig, generate_site
 from pipeline.stages import documents_dir, execute, plan, version_input, warc_files_of
@@ -144,6 +146,18 @@ def test_every_drop_reason_is_listed_with_samples(full):
     assert reasons >= 8  # the sample site plants crawl errors, bad pages and duplicates
     for line in _samples(removals, "dedup_near"):
         assert "duplicate of http" in line
+
+
+def test_extract_reasons_are_explained_beside_their_heading():
+    row = ReasonRow("extract", "extract_not_http", 2, 0.5)
+    data = SimpleNamespace(
+        reasons=[row], stages={"extract": SimpleNamespace(counts={"docs_in": 4})}
+    )
+    lines = _reasons_section(data)
+    assert (
+        "#### `extract_not_http` (2): the record's target URI is not http(s)"
+        " (dns:, ftp:, ... records)" in lines
+    )
 
 
 def test_histograms_for_the_measured_signals_with_thresholds(full, store):
