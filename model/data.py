@@ -42,9 +42,9 @@ import pyarrow.parquet as pq
 import torch
 
 from model.config import GPT2_VOCAB_SIZE
-from pipeline.documents import list_shards, locate
+from pipeline.documents import list_shards
 from pipeline.errors import DataError
-from pipeline.store.fs import Folder, is_url
+from pipeline.store.fs import Folder, is_url, locate
 
 logger = logging.getLogger(__name__)
 
