@@ -19,6 +19,11 @@ them. Groups are read once per epoch, in order, so reading stays sequential per 
 Under data parallelism every rank computes the same order and takes its own block of B
 windows out of each global batch of world_size*B (nanoGPT's split of a batch), so N processes
 at batch B see exactly the data of one process at batch N*B, and ranks never share a window.
+
+A token dataset is a local folder or a URL in the store (`s3://bucket/llmforge/versions/
+tokenize/<id>`): a rank on a machine that shares no disk with the pipeline reads its row
+groups straight from the store through `pipeline.store.fs.Folder` (pyarrow reads ranges of the
+file object), holding no local copy.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import torch
 from model.config import GPT2_VOCAB_SIZE
 from pipeline.documents import list_shards
 from pipeline.errors import DataError
+from pipeline.store.fs import Folder, is_url, locate
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +58,7 @@ GROUP_TOKENS = 1 << 26
 class TokenDatasetInfo:
     """What a token dataset's manifest says about it (defaults where a key is absent)."""
 
-    path: Path
+    path: Path | Folder
     version_id: str | None
     tokenizer: str = "gpt2"
     vocab_size: int = GPT2_VOCAB_SIZE
@@ -61,16 +67,38 @@ class TokenDatasetInfo:
     tokens_val: int | None = None
 
 
-def read_token_manifest(token_dir: Path | str) -> TokenDatasetInfo:
+def token_folder(location: str | Path | Folder) -> Path | Folder:
+    """Where a token dataset (or one split of it) lives: a local folder as a Path, as always;
+    a URL (s3://...) as a store Folder, read without a local copy."""
+    if isinstance(location, Folder) or is_url(location):
+        folder = Folder(location)
+        return folder.local_path() if folder.is_local else folder
+    return Path(location)
+
+
+def _parquet(shard: Path | str) -> pq.ParquetFile:
+    """A shard opened for reading row groups: a local file, or a file object on the store."""
+    try:
+        if isinstance(shard, Path):
+            return pq.ParquetFile(shard)
+        folder, name = locate(shard)
+        return pq.ParquetFile(folder.open(name))  # open as long as the loader reads it
+    except (OSError, pa.ArrowException) as exc:
+        raise DataError(f"{shard}: not a readable Parquet file ({exc})") from None
+
+
+def read_token_manifest(token_dir: Path | str | Folder) -> TokenDatasetInfo:
     """Read `<dir>/manifest.json` defensively: missing keys fall back to GPT-2 defaults."""
-    token_dir = Path(token_dir)
-    if not token_dir.is_dir():
+    token_dir = token_folder(token_dir)
+    local = isinstance(token_dir, Path)
+    if not (token_dir.is_dir() if local else token_dir.exists()):
         raise DataError(f"{token_dir}: token dataset folder not found")
     path = token_dir / "manifest.json"
-    if not path.exists():
+    if not (path.exists() if local else token_dir.exists("manifest.json")):
         return TokenDatasetInfo(path=token_dir, version_id=None)
     try:
-        manifest = json.loads(path.read_text())
+        text = path.read_text() if local else token_dir.read_text("manifest.json")
+        manifest = json.loads(text)
         extra = (manifest.get("counts") or {}).get("extra") or {}
     except (json.JSONDecodeError, AttributeError) as exc:
         raise DataError(f"{path}: not a valid token dataset manifest ({exc})") from None
@@ -107,7 +135,7 @@ def get_encoding(name: str):
     return pipeline_get_encoding(name)
 
 
-def _read_chunk(parquet: pq.ParquetFile, path: Path, row_group: int) -> np.ndarray:
+def _read_chunk(parquet: pq.ParquetFile, path: Path | str, row_group: int) -> np.ndarray:
     """One row group's tokens as a flat array in the file's dtype (uint16 for GPT-2)."""
     try:
         column = parquet.read_row_group(row_group, columns=["tokens"]).column("tokens")
@@ -136,7 +164,7 @@ def count_tokens(shards: list[Path]) -> int:
     return total
 
 
-def _row_group_lengths(parquet: pq.ParquetFile, path: Path) -> list[int]:
+def _row_group_lengths(parquet: pq.ParquetFile, path: Path | str) -> list[int]:
     """Tokens per row group: from the `num_tokens` column (cheap) or else by reading the
     token lists one row group at a time."""
     lengths = []
@@ -168,7 +196,7 @@ class TokenLoader:
 
     def __init__(
         self,
-        split_dir: Path | str,
+        split_dir: Path | str | Folder,
         batch_size: int,
         context_length: int,
         seed: int = 0,
@@ -181,7 +209,7 @@ class TokenLoader:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         if group_tokens < 1:
             raise ValueError(f"group_tokens must be positive, got {group_tokens}")
-        self.split_dir = Path(split_dir)
+        self.split_dir = token_folder(split_dir)
         self.batch_size = batch_size
         self.context_length = context_length
         self.seed = seed
@@ -213,11 +241,7 @@ class TokenLoader:
 
     def _file(self, shard: int) -> pq.ParquetFile:
         if shard not in self._files:
-            try:
-                self._files[shard] = pq.ParquetFile(self.shards[shard])
-            except (OSError, pa.ArrowException) as exc:
-                path = self.shards[shard]
-                raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+            self._files[shard] = _parquet(self.shards[shard])
         return self._files[shard]
 
     def groups(self, epoch: int) -> list[np.ndarray]:
@@ -347,17 +371,14 @@ class ValidationSet:
 
 
 def validation_tokens(
-    token_dir: Path | str, eval_tokens: int, min_tokens: int = 2
+    token_dir: Path | str | Folder, eval_tokens: int, min_tokens: int = 2
 ) -> ValidationSet:
     """The first `eval_tokens` tokens of the val split in shard and row group order."""
     info = read_token_manifest(token_dir)
-    split_dir = Path(token_dir) / "val"
+    split_dir = token_folder(token_dir) / "val"
     parts, taken = [], 0
     for path in list_shards(split_dir):
-        try:
-            parquet = pq.ParquetFile(path)
-        except (OSError, pa.ArrowException) as exc:
-            raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+        parquet = _parquet(path)
         for group in range(parquet.num_row_groups):
             chunk = _read_chunk(parquet, path, group)[: eval_tokens - taken]
             parts.append(chunk)

@@ -41,7 +41,13 @@ from model.checkpoint import (
     set_rng_state,
 )
 from model.config import TrainConfig
-from model.data import TokenLoader, ValidationSet, read_token_manifest, validation_tokens
+from model.data import (
+    TokenLoader,
+    ValidationSet,
+    read_token_manifest,
+    token_folder,
+    validation_tokens,
+)
 from model.distributed import (
     DistContext,
     all_reduce_mean,
@@ -58,6 +64,7 @@ from model.optim import configure_optimizer, lr_at
 from model.plots import plot_loss_curve
 from model.precision import Precision, mfu, peak_flops, setup_precision
 from pipeline.errors import DataError
+from pipeline.store.fs import Folder
 
 logger = logging.getLogger(__name__)
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -168,7 +175,7 @@ def _read_rows(path: Path, up_to_step: int) -> list[dict[str, Any]]:
 
 def train(
     cfg: TrainConfig,
-    token_dir: Path,
+    token_dir: Path | str | Folder,
     out_dir: Path,
     resume: bool = False,
     on_log: Callable[[dict], None] | None = None,
@@ -179,7 +186,7 @@ def train(
     `ctx` defaults to `init_distributed(cfg.device)`: one process, or this rank under torchrun.
     `on_log` is called on rank 0 only.
     """
-    token_dir, out_dir = Path(token_dir), Path(out_dir)
+    token_dir, out_dir = token_folder(token_dir), Path(out_dir)
     ctx = ctx or init_distributed(cfg.device)
     info = read_token_manifest(token_dir)
     model_cfg = cfg.model_config_for(info.vocab_size)

@@ -2,6 +2,7 @@
 
     python -m model.train_cli --tokens DIR --out DIR --set preset=tiny --set max_steps=300
     torchrun --standalone --nproc_per_node=2 -m model.train_cli --tokens DIR --out DIR [--resume]
+    torchrun ... -m model.train_cli --tokens s3://bucket/llmforge/versions/tokenize/ID --out DIR
 
 `--set key=value` sets any TrainConfig field, parsed as `llmforge --set` parses values
 (pipeline/config.py: TOML values, `none`/`null` for None, else a bare string). `batch_size` is
@@ -36,7 +37,9 @@ def train_config(items: list[str]) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model.train_cli", description=__doc__)
-    parser.add_argument("--tokens", type=Path, required=True, help="token dataset folder")
+    parser.add_argument(
+        "--tokens", required=True, help="token dataset folder, or its URL in the store (s3://...)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, logs)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")

@@ -161,3 +161,31 @@ def test_ranks_split_each_global_batch_across_groups(small_tokens):
             assert not set(parts[0][0].flatten().tolist()) & set(parts[1][0].flatten().tolist())
         assert ranks[0].state_dict() == ranks[1].state_dict() == one.state_dict()
     assert one.epoch >= 2
+
+
+def test_a_dataset_in_the_store_reads_as_the_local_one(small_tokens):
+    """A rank on another machine reads the version's URL (here fsspec's in-memory store)
+    through Folder: the same manifest, batches, cursor and val set as the local folder."""
+    from pipeline.store.fs import Folder
+
+    store = Folder(f"memory://llmforge-test/{small_tokens.name}/versions/tokenize/v1")
+    store.put_tree(small_tokens, last=("manifest.json",))
+    try:
+        local, remote = read_token_manifest(small_tokens), read_token_manifest(store.url)
+        assert remote.path == store and remote.version_id == local.version_id
+        assert remote.tokens_train == local.tokens_train
+        loaders = [
+            TokenLoader(root, 2, 4, seed=5, rank=1, world_size=2)
+            for root in (small_tokens / "train", store / "train")
+        ]
+        assert loaders[1].shards[0].startswith("memory://")
+        for _ in range(7):
+            (xa, ya), (xb, yb) = (loader.next_batch() for loader in loaders)
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        assert loaders[0].state_dict() == loaders[1].state_dict()
+        val = validation_tokens(small_tokens, 20), validation_tokens(store.url, 20)
+        assert val[0].identity() == val[1].identity()
+        with pytest.raises(DataError, match="memory://.*/missing/train: no such file"):
+            TokenLoader(store.url.replace("/v1", "/missing") + "/train", 2, 4)
+    finally:
+        store.remove()
