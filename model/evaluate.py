@@ -109,7 +109,7 @@ def generate_samples(
 
 
 def contamination_report(
-    token_dir: Path,
+    token_dir: Path | str,
     decode,
     eot_token: int,
     hellaswag_path: str | Path | None = None,
@@ -126,7 +126,7 @@ def contamination_report(
     return index.report()
 
 
-def evaluate(cfg: EvalConfig, checkpoint: Path, token_dir: Path, out_dir: Path) -> dict[str, Any]:
+def evaluate(cfg: EvalConfig, checkpoint: Path, token_dir: Path | str, out_dir: Path) -> dict[str, Any]:
     """Score one checkpoint on the token dataset's val split (+ HellaSwag if configured)."""
     started = time.perf_counter()
     out_dir = Path(out_dir)

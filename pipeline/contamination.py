@@ -190,20 +190,15 @@ def eval_file_texts(path: Path | str) -> list[Item]:
     return text_file_items(path)
 
 
-def token_dataset_texts(token_dir: Path | str, split: str, decode, eot_token: int) -> Iterator[str]:
+def token_dataset_texts(token_dir: Any, split: str, decode, eot_token: int) -> Iterator[str]:
     """The documents of a token dataset's split as text (`decode(ids) -> str`, the tokenizer's
     decode; the closing end-of-text token left out): GPT-2 BPE decodes back to the original
-    text, so the documents dataset the tokens came from is not needed."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    text, so the documents dataset the tokens came from is not needed. `token_dir` is a local
+    folder or a store URL/Folder."""
+    from pipeline.documents import iter_batches, list_shards
+    from pipeline.store.fs import as_folder
 
-    from pipeline.documents import list_shards
-
-    for path in list_shards(Path(token_dir) / split):
-        try:
-            batches = pq.ParquetFile(path).iter_batches(columns=["tokens"], batch_size=1024)
-            for batch in batches:
-                for ids in batch.column(0).to_pylist():
-                    yield decode(ids[:-1] if ids and ids[-1] == eot_token else ids)
-        except (OSError, pa.ArrowException) as exc:
-            raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+    for shard in list_shards(as_folder(token_dir) / split):
+        for batch in iter_batches(shard, columns=["tokens"]):
+            for ids in batch.column(0).to_pylist():
+                yield decode(ids[:-1] if ids and ids[-1] == eot_token else ids)
