@@ -126,7 +126,9 @@ def contamination_report(
     return index.report()
 
 
-def evaluate(cfg: EvalConfig, checkpoint: Path, token_dir: Path | str, out_dir: Path) -> dict[str, Any]:
+def evaluate(
+    cfg: EvalConfig, checkpoint: Path, token_dir: Path | str, out_dir: Path
+) -> dict[str, Any]:
     """Score one checkpoint on the token dataset's val split (+ HellaSwag if configured)."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
