@@ -10,9 +10,7 @@ Training: "RNG states ... per rank, and the data cursor per rank"). `ranks` list
 
 from __future__ import annotations
 
-import os
 import random
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import torch
 from model.config import ModelConfig
 from model.gpt import GPT
 from pipeline.errors import DataError
+from pipeline.store.fs import atomic_path, atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -76,26 +75,14 @@ def rank_state(
 
 def save_checkpoint(path: Path | str, state: dict[str, Any]) -> Path:
     """torch.save to a temp file beside `path`, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
     """Write a small text file (JSON summaries) by temp file + rename, like the checkpoint."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, text)
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:

@@ -24,13 +24,14 @@ import logging
 import os
 import platform
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from pipeline.store.fs import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -183,14 +184,10 @@ def _read_cache(path: Path, cpu: CpuInfo) -> dict[str, Any] | None:
 
 def _write_cache(path: Path, entry: dict[str, Any]) -> None:
     """Atomic (temp + rename); a read-only cache only costs a measurement next time."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(entry, indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(entry, indent=2) + "\n")
     except OSError as exc:
         logger.warning("cannot cache the precision measurement in %s (%s)", path, exc)
-        tmp.unlink(missing_ok=True)
 
 
 def measured_cpu_precision(
