@@ -23,8 +23,8 @@ from pydantic import ValidationError
 from model.config import TrainConfig
 from model.distributed import cleanup, init_distributed
 from model.train import TrainingError, train
-from pipeline.config import apply_override
 from pipeline.errors import ConfigError, DataError
+from pipeline.overrides import apply_override
 
 
 def train_config(items: list[str]) -> TrainConfig:

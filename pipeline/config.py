@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pipeline import stages
 from pipeline.errors import ConfigError
 from pipeline.extract.sources import DocumentsConfig
+from pipeline.overrides import apply_override
 from pipeline.stage import Stage
 
 # The stage names as a type (`run.until`, the stage deployment's form).
@@ -114,34 +115,6 @@ def current_model() -> type[PipelineConfig]:
     section too."""
     listed = tuple(stages.STAGES)
     return PipelineConfig if listed == DEFAULT_STAGES else config_model(listed, PipelineConfig)
-
-
-def parse_value(text: str) -> Any:
-    """A --set value as TOML (numbers, booleans, lists, quoted strings), else a bare string.
-
-    `none`/`null` give None (TOML has no null), which switches a threshold off.
-    """
-    if text.lower() in ("none", "null"):
-        return None
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def apply_override(data: dict[str, Any], assignment: str) -> None:
-    key, sep, raw = assignment.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"config error: --set {assignment!r}: expected key=value")
-    node = data
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"config error: {key}: '{part}' is a value, not a section")
-        node = child
-    node[parts[-1]] = parse_value(raw.strip())
 
 
 def _describe(error: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ MODEL_MAY_IMPORT = (
     "pipeline.tokenize",
     "pipeline.documents",
     "pipeline.contamination",
+    "pipeline.overrides",
 )
 MAY_IMPORT_MODEL = ("pipeline/stages.py", "pipeline/config.py")
 

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config, parse_value
+from pipeline.config import load_config
 from pipeline.errors import ConfigError
+from pipeline.overrides import parse_value
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
