@@ -135,6 +135,12 @@ class Folder:
         return Path(self._path(name))
 
     # -- reading ---------------------------------------------------------------------------
+    def _forget_listings(self) -> None:
+        """Drop listings fsspec cached in this process (s3fs keeps them): other processes (Dask
+        workers) may have written below this folder since."""
+        if not self.is_local:
+            self.fs.invalidate_cache(self.path)
+
     def exists(self, name: str = "") -> bool:
         return self.fs.exists(self._path(name))
 
@@ -147,6 +153,7 @@ class Folder:
     def list(self, pattern: str = "**", files_only: bool = True) -> list[str]:
         """Names relative to this folder matching a glob (`**` for everything below), sorted;
         an absent folder lists nothing. Temp files (`.name.*.tmp`) are never listed."""
+        self._forget_listings()
         if not self.exists():
             return []
         base = self.path.rstrip("/") + "/"
@@ -162,6 +169,7 @@ class Folder:
     def infos(self) -> dict[str, dict[str, Any]]:
         """Every file below this folder and fsspec's details of it (size, and a change stamp:
         mtime/ino locally, ETag or creation time remotely), in one listing call."""
+        self._forget_listings()
         if not self.exists():
             return {}
         base = self.path.rstrip("/") + "/"
