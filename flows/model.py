@@ -1,9 +1,10 @@
 """Train and evaluate as subflows: the model is a versioned artifact like any dataset.
 
 The train version id hashes (train config, token dataset version, model code), so a rerun with
-unchanged config and data reuses the trained model. Training works in a stable folder
-(`tmp/train-<version>`) and can resume there after a stop; the finished folder is renamed into
-`versions/train/<version>`. The run folder gets links to the artifacts a person looks for.
+unchanged config and data reuses the trained model. Training works in a stable local folder
+(`<local>/tmp/train-<version>`) and can resume there after a stop; the finished folder becomes
+`versions/train/<version>` (renamed on a local root, uploaded manifest last on a URL root). The
+run folder gets links to the artifacts a person looks for.
 """
 
 from __future__ import annotations

@@ -21,6 +21,19 @@ from pipeline.store.runs import RunRecord
 from pipeline.store.versions import RunId, Storage, check_run_id
 
 
+def recorded_earlier(storage: Storage, recorded: dict[str, Any] | None) -> list[dict[str, str]]:
+    """The earlier versions of its own stage that the recorded version also read (weekly
+    dedup): its manifest's inputs after the upstream one, those naming a version."""
+    if not recorded:
+        return []
+    manifest = storage.manifest(recorded["stage"], recorded["version_id"])
+    return [
+        {"stage": entry["stage"], "version_id": entry["version_id"]}
+        for entry in manifest.get("inputs", [])[1:]
+        if entry.get("stage") == recorded["stage"] and "version_id" in entry
+    ]
+
+
 @flow(name="llmforge-rerun-stage", log_prints=False)
 def rerun_stage_flow(
     stage: str, config: PipelineConfig, run_id: RunId, force: bool = False
@@ -41,11 +54,12 @@ def rerun_stage_flow(
         raise DataError(f"run {run_id} has no '{upstream_stage}' version to rerun '{stage}' on")
     try:
         if stages.is_model(stage):
-            from flows.model import MODEL_STAGE_FLOWS
+            from flows.model import run_model_stage
 
-            summary = MODEL_STAGE_FLOWS[stage](config, record.data["versions"], run_id, force)
+            summary = run_model_stage(stage, config, record.data["versions"], run_id, force)
         else:
-            summary = stage_flow(stage, config)(config, upstream, force)
+            earlier = recorded_earlier(storage, record.data["versions"].get(stage))
+            summary = stage_flow(stage, config)(config, upstream, force, earlier)
     finally:
         shutdown_pool()
     record.data.setdefault("reruns", []).append(

@@ -2,7 +2,8 @@
 
 Prefect's temporary in-process server records only a fraction of task runs and vanishes at
 exit (REFERENCE.md: ~70-100 of 1000 task runs recorded), so a local run starts (or reuses) a
-real `prefect server start` on 127.0.0.1 with its database in `<storage>/prefect/`, and every
+real `prefect server start` on 127.0.0.1 with its database in `<local>/prefect/` (the storage
+root, or its cache folder for a URL root: pipeline/store/versions.py), and every
 run stays viewable in the UI afterwards. With PREFECT_API_URL set, that server is used instead.
 That server is detached on purpose: it outlives the command, for later runs and the UI, until
 `llmforge server stop`. Each storage root has its own, so every server started is also noted in

@@ -20,7 +20,7 @@ import torch
 from model.config import ModelConfig
 from model.gpt import GPT
 from pipeline.errors import DataError
-from pipeline.store.fs import atomic_path, atomic_write
+from pipeline.store.fs import atomic_path
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -78,11 +78,6 @@ def save_checkpoint(path: Path | str, state: dict[str, Any]) -> Path:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return Path(path)
-
-
-def atomic_write_text(path: Path | str, text: str) -> None:
-    """Write a small text file (JSON summaries) by temp file + rename, like the checkpoint."""
-    atomic_write(path, text)
 
 
 def load_checkpoint(path: Path | str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.checkpoint import atomic_write_text, load_model
+from model.checkpoint import load_model
 from model.config import EvalConfig
 from model.data import ValidationSet, get_encoding, read_token_manifest, validation_tokens
 from model.gpt import GPT
@@ -32,6 +32,7 @@ from model.hellaswag import evaluate_hellaswag
 from model.precision import Precision, setup_precision
 from pipeline.contamination import NgramIndex, hellaswag_texts, token_dataset_texts
 from pipeline.errors import DataError
+from pipeline.store.fs import atomic_write
 
 
 @torch.no_grad()
@@ -191,6 +192,6 @@ def evaluate(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     text = "".join(f"=== {s['prompt']!r}\n{s['prompt']}{s['completion']}\n\n" for s in samples)
-    atomic_write_text(out_dir / "samples.txt", text)
-    atomic_write_text(out_dir / "eval.json", json.dumps(result, indent=2, allow_nan=True) + "\n")
+    atomic_write(out_dir / "samples.txt", text)
+    atomic_write(out_dir / "eval.json", json.dumps(result, indent=2, allow_nan=True) + "\n")
     return result

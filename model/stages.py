@@ -19,7 +19,7 @@ from pipeline.tokenize.tokenizer import check_token_dataset
 TRAIN_CODE = tuple(
     f"model/{name}.py"
     for name in ("config", "gpt", "head", "data", "optim", "precision", "distributed", "train")
-) + ("model/checkpoint.py", "pipeline/stage.py")
+) + ("model/checkpoint.py", "model/evaluate.py", "pipeline/stage.py")  # val loss: evaluate.py
 EVAL_CODE = tuple(
     f"model/{name}.py"
     for name in ("config", "gpt", "head", "data", "precision", "checkpoint", "evaluate")

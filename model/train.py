@@ -32,7 +32,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model.checkpoint import (
     CHECKPOINT_NAME,
-    atomic_write_text,
     check_compatible,
     load_checkpoint,
     rank_state,
@@ -64,7 +63,7 @@ from model.optim import configure_optimizer, lr_at
 from model.plots import plot_loss_curve
 from model.precision import Precision, mfu, peak_flops, setup_precision
 from pipeline.errors import DataError
-from pipeline.store.fs import Folder
+from pipeline.store.fs import Folder, atomic_write
 
 logger = logging.getLogger(__name__)
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -380,6 +379,6 @@ def train(
     if ctx.is_main:
         title = f"{cfg.preset} on {token_dir.name}"
         plot_loss_curve(rows, out_dir / "loss_curve.png", title=title)
-        atomic_write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
     barrier()
     return summary

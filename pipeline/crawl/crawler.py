@@ -8,8 +8,8 @@
 `out/index/part-00000.parquet` (one row per URL tried, with its outcome, in crawl order).
 Each host has its own queue, walked one depth level at a time, and its own politeness clock,
 so a slow or rate-limited host never holds up the others, and one site gives the same pages
-whatever the timing. Only public addresses are fetched (`crawl_guard.py`). Fetching details
-live in `crawl_fetch.py`, URL handling in `crawl_urls.py`, output in `crawl_warc.py`.
+whatever the timing. Only public addresses are fetched (`guard.py`). Fetching details live
+in `fetch.py`, URL handling in `urls.py`, output in `warc_writer.py`.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def resolve(config: Any, upstream: Any) -> tuple[Any, list[dict[str, str]]]:
     if config.source.kind == "warc":
         if not config.source.warc_paths:
             raise DataError("config error: source.warc_paths: empty while source.kind = 'warc'")
-        files = [f for p in config.source.warc_paths for f in list_warc_files(Path(p))]
+        files = [f for p in config.source.warc_paths for f in list_warc_files(p)]
         return files, [source_input(files)]
     if upstream is None:
         raise DataError("stage 'extract' needs the output of 'crawl'")

@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 
 from pipeline.contamination import NGRAM, NgramIndex, eval_file_texts
 from pipeline.filters.base import Document, DocumentFilter, Rule, Signals, StepConfig, text_of
-from pipeline.store.versions import file_sha256
+from pipeline.store.integrity import file_sha256
 
 
 class DecontaminateConfig(StepConfig):

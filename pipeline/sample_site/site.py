@@ -4,7 +4,7 @@
 a PDF and `ground_truth.json`. Besides clean English articles it plants what a real crawl
 meets: exact and near duplicates, keyword spam, link farms, too-short pages, non-English
 pages, a robots.txt `Disallow`ed folder, a 404 link, a 301 redirect, a 500 and a non-HTML
-file. `pipeline.sample_server.serve_site` serves it on 127.0.0.1.
+file. `pipeline.sample_site.server.serve_site` serves it on 127.0.0.1.
 
     python -m pipeline.sample_site.site /tmp/site --seed 0
     python -m pipeline.sample_site.server /tmp/site --port 8000

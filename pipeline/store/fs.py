@@ -135,25 +135,27 @@ class Folder:
         return Path(self._path(name))
 
     # -- reading ---------------------------------------------------------------------------
-    def _forget_listings(self) -> None:
-        """Drop listings fsspec cached in this process (s3fs keeps them): other processes (Dask
-        workers) may have written below this folder since."""
+    def _fresh(self, name: str = "") -> str:
+        """The path of `name`, with any listing fsspec cached in this process forgotten (s3fs
+        keeps them): other processes (Dask workers) may have written here since."""
+        target = self._path(name)
         if not self.is_local:
-            self.fs.invalidate_cache(self.path)
+            self.fs.invalidate_cache(target)
+        return target
 
     def exists(self, name: str = "") -> bool:
-        return self.fs.exists(self._path(name))
+        return self.fs.exists(self._fresh(name))
 
     def is_file(self, name: str = "") -> bool:
-        return self.fs.isfile(self._path(name))
+        return self.fs.isfile(self._fresh(name))
 
     def is_dir(self, name: str = "") -> bool:
-        return self.fs.isdir(self._path(name))
+        return self.fs.isdir(self._fresh(name))
 
     def list(self, pattern: str = "**", files_only: bool = True) -> list[str]:
         """Names relative to this folder matching a glob (`**` for everything below), sorted;
         an absent folder lists nothing. Temp files (`.name.*.tmp`) are never listed."""
-        self._forget_listings()
+        self._fresh()
         if not self.exists():
             return []
         base = self.path.rstrip("/") + "/"
@@ -169,7 +171,7 @@ class Folder:
     def infos(self) -> dict[str, dict[str, Any]]:
         """Every file below this folder and fsspec's details of it (size, and a change stamp:
         mtime/ino locally, ETag or creation time remotely), in one listing call."""
-        self._forget_listings()
+        self._fresh()
         if not self.exists():
             return {}
         base = self.path.rstrip("/") + "/"
@@ -185,7 +187,7 @@ class Folder:
         return {name: int(info.get("size") or 0) for name, info in self.infos().items()}
 
     def size(self, name: str) -> int:
-        return int(self.fs.size(self._path(name)))
+        return int(self.fs.size(self._fresh(name)))
 
     def open(self, name: str, mode: str = "rb", **kwargs: Any) -> IO[Any]:
         """A file object; for writing prefer `write_bytes`/`output` (atomic)."""

@@ -39,7 +39,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,19 +49,16 @@ from pydantic import StringConstraints
 
 from pipeline.errors import DataError
 from pipeline.stage import StageResult
-from pipeline.store.fs import Folder, is_url
+from pipeline.store.fs import Folder, is_url, locate
 from pipeline.store.integrity import (
     VerifyMode,
     check_mode,
-    file_sha256,  # noqa: F401 (re-exported: callers hash files through storage)
-    hash_files,
     hash_names,
     remember_verified,
     verify_files,
 )
 from pipeline.store.locks import LockHeld, describe, exclusive_lock, host_tag, pid_alive
 
-REPO_ROOT = Path(__file__).resolve().parents[2]  # code_version globs are relative to it
 MANIFEST = "manifest.json"
 log = logging.getLogger(__name__)
 
@@ -117,35 +114,33 @@ def short_hash(value: Any, length: int = 16) -> str:
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()[:length]
 
 
-def code_version(patterns: list[str]) -> str:
-    """Hash of the source files a stage runs (globs relative to the repository root).
-
-    Editing any of them gives the stage a new version id, so stale outputs are never reused
-    after a code change (Prefect's TASK_SOURCE hashes only one function's text; this hashes
-    every file the stage depends on).
-    """
-    digest = hashlib.sha256()
-    root = REPO_ROOT
-    for pattern in patterns:
-        for path in sorted(root.glob(pattern)):
-            digest.update(path.relative_to(root).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def fingerprint_files(paths: list[Path]) -> str:
-    """Content fingerprint of external inputs (user WARC files): names, sizes and sha256."""
-    for path in paths:
+def fingerprint_files(paths: Sequence[str | Path]) -> str:
+    """Content fingerprint of external inputs (user WARC or document files, local paths or
+    URLs): names, sizes and sha256, so the same files give the same id wherever they live.
+    Files are hashed in parallel, a folder at a time."""
+    located = [locate(path) for path in paths]
+    by_folder: dict[Folder, list[str]] = {}
+    for folder, name in located:
+        by_folder.setdefault(folder, []).append(name)
+    digests: dict[tuple[Folder, str], tuple[int, str]] = {}
+    for folder, names in by_folder.items():
+        sizes = []
+        for name in names:
+            try:
+                sizes.append(folder.size(name))
+            except OSError as exc:
+                reason = exc.strerror or "no such file"
+                raise DataError(
+                    f"{folder.url_of(name)}: cannot read input file ({reason})"
+                ) from None
         try:
-            os.stat(path)
+            hashes = hash_names(folder, names)
         except OSError as exc:
-            raise DataError(f"{path}: cannot read input file ({exc.strerror})") from None
-    try:
-        digests = hash_files(paths)
-    except OSError as exc:
-        raise DataError(f"{exc.filename}: cannot read input file ({exc.strerror})") from None
-    entries = [[p.name, p.stat().st_size, d] for p, d in zip(paths, digests, strict=True)]
-    return short_hash(entries)
+            where = exc.filename or folder.url
+            raise DataError(f"{where}: cannot read input file ({exc.strerror or exc})") from None
+        for name, size, digest in zip(names, sizes, hashes, strict=True):
+            digests[folder, name] = (size, digest)
+    return short_hash([[name, *digests[folder, name]] for folder, name in located])
 
 
 def cache_dir(url: str) -> Path:
@@ -484,18 +479,23 @@ def _build_remote(
     work_dir: Path | None,
 ) -> Version:
     final = storage.version_folder(plan.stage, plan.version_id)
-    # Whatever is there is a failed build's leftover (no manifest) or, with --force, the old
-    # version: un-commit it (manifest first, so no reader sees a mix), then clear the prefix.
-    final.remove(MANIFEST)
-    final.remove()
+
+    def clear() -> None:
+        # Whatever is there is a failed build's leftover (no manifest) or, with --force, the
+        # old version: un-commit it (manifest first, so no reader sees a mix), then clear it.
+        final.remove(MANIFEST)
+        final.remove()
+
     started = time.time()
     if work_dir is None:
+        clear()  # shards are written in place (Dask workers write them): the old copy goes now
         result = compute(final)
         files = file_entries(final)
     else:
         work_dir.mkdir(parents=True, exist_ok=True)
         result = compute(Folder(work_dir))
         files = file_entries(Folder(work_dir))  # hashed here, where reading is cheap
+        clear()  # only now: a failed or stopped training leaves the old version in place
         final.put_tree(work_dir)
     manifest = _manifest(plan, result, files, started)
     final.write_json(MANIFEST, manifest)  # the commit marker, written last

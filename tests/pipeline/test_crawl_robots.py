@@ -1,4 +1,4 @@
-"""robots.txt as RFC 9309 reads it (protego through `crawl_fetch.Robots`): the RFC's examples as
+"""robots.txt as RFC 9309 reads it (protego through `crawl.fetch.Robots`): the RFC's examples as
 data, wildcards and `$` in a crawl, what a 4xx, 5xx, unreachable, redirected or huge
 robots.txt means, and Crawl-delay."""
 
