@@ -225,3 +225,27 @@ def test_failed_crawl_publishes_no_warc_file(serve, tmp_path, memory):
             crawl(local(site, delay_seconds=0), out, on_progress=fail)
         assert Folder(out).list() == []
     assert list((tmp_path / "crawl").rglob("*.tmp")) == []
+
+
+def test_user_sources_in_the_store_enter_the_id_as_local_copies_do(tmp_path, memory):
+    """source.kind "warc" and "documents" read files that live in the store (a cluster's
+    workers reach them by URL) and fingerprint them by content: the same files give the same
+    version inputs as local copies."""
+    from pipeline import stages
+    from pipeline.config import load_config
+
+    warc = write_warc(tmp_path / "a.warc.gz", [("https://example.com/a", 200, "text/html", b"x")])
+    memory.put(warc, "warcs/a.warc.gz")
+    parquet = fineweb_parquet(tmp_path / "docs", articles(3))
+    memory.put(parquet, f"docs/{parquet.name}")
+
+    def inputs(**sources: Any) -> list[dict[str, str]]:
+        overrides = [f"source.{key}={value!r}" for key, value in sources.items()]
+        return stages.resolve_source("extract", load_config(None, overrides), None)[1]
+
+    local_warc = inputs(kind="warc", warc_paths=[str(tmp_path)])
+    assert inputs(kind="warc", warc_paths=[memory.url_of("warcs")]) == local_warc
+    local_docs = inputs(kind="documents", paths=[str(tmp_path / "docs")])
+    assert inputs(kind="documents", paths=[memory.url_of("docs")]) == local_docs
+    with pytest.raises(DataError, match=r"memory://.*missing.warc.gz"):
+        inputs(kind="warc", warc_paths=[memory.url_of("missing.warc.gz")])
