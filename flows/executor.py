@@ -8,6 +8,7 @@ DaskTaskRunner and call the stage function directly in the Dask worker.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -23,7 +24,9 @@ from flows.monitor import Progress
 from pipeline.config import RunSettings
 from pipeline.lifeline import die_with_parent
 from pipeline.stage import ParallelMap
+from pipeline.store.fs import is_url
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -79,6 +82,14 @@ def task_runner(settings: RunSettings) -> TaskRunner:
         # Non-daemonic workers may start children: extraction's killable sandbox process.
         dask.config.set({"distributed.worker.daemon": False})
         if settings.dask_address:
+            if not is_url(settings.storage_root):
+                # Workers on other machines write where the tasks say: under this path.
+                log.warning(
+                    "run.storage_root %r is a local path while run.dask_address points to a "
+                    "cluster: workers on other machines need it at the same path (a shared "
+                    "mount), or use a URL root (s3://...) that every machine reaches",
+                    settings.storage_root,
+                )
             return DaskTaskRunner(address=settings.dask_address)
         return DaskTaskRunner(
             cluster_kwargs={

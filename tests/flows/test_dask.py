@@ -52,3 +52,16 @@ def test_dask_run_equals_local_run(prefect_api, warc_dir, tmp_path):
         files_a = _files(json.loads(manifest_a.read_text()))
         files_b = _files(json.loads(manifest_b.read_text()))
         assert files_a == files_b, stage
+
+
+def test_a_cluster_with_a_local_storage_root_is_warned_about(caplog):
+    """Workers on other machines get the tasks' paths: a local root needs a shared mount."""
+    from flows.executor import task_runner
+    from pipeline.config import RunSettings
+
+    cluster = {"executor": "dask", "dask_address": "tcp://10.0.0.5:8786"}
+    with caplog.at_level("WARNING", logger="flows.executor"):
+        task_runner(RunSettings(storage_root="s3://bucket/llmforge", **cluster))
+        assert not caplog.records
+        task_runner(RunSettings(storage_root="storage", **cluster))
+    assert "shared mount" in caplog.text and "'storage'" in caplog.text
