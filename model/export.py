@@ -301,8 +301,8 @@ def checkpoint_for(ref: str | Path, storage_root: str | Path | None) -> Path:
         raise DataError(f"{where}: not found (train version {train['version_id']})")
     if version.folder.is_local:
         return version.path / CHECKPOINT_NAME
-    # A URL root: a local copy (machine-local state, beside the root's locks and tmp/).
-    local = storage.local / "checkpoints" / version.version_id / CHECKPOINT_NAME
-    if not local.is_file():
-        version.folder.get(CHECKPOINT_NAME, local)
+    # A URL root: a local copy in a temp folder owned by this process, which the next run's
+    # cleanup (or `llmforge runs gc`) removes once the process is gone.
+    local = storage.new_tmp_dir(f"export-{version.version_id}") / CHECKPOINT_NAME
+    version.folder.get(CHECKPOINT_NAME, local)
     return local

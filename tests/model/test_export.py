@@ -198,3 +198,33 @@ def test_cli_exports_a_trained_run(trained_run, tmp_path):
     bad = llmforge("export", "nope", "--output", str(tmp_path / "o2"), "--storage", str(tmp_path))
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0
     assert "run 'nope' not found" in bad.stderr
+
+
+def test_checkpoint_of_a_run_on_a_url_root_is_fetched_into_an_owned_temp_folder(
+    tmp_path, monkeypatch
+):
+    """`llmforge export RUN_ID` on an s3:// root: the checkpoint comes down into a temp folder
+    this process owns (cleaned by the next run's cleanup), never a cache that grows."""
+    import uuid
+
+    from model.export import checkpoint_for
+    from pipeline.stage import StageResult
+    from pipeline.store.runs import RunRecord
+    from pipeline.store.versions import Storage, VersionPlan, build_version, owner_alive
+
+    monkeypatch.setenv("LLMFORGE_CACHE", str(tmp_path / "cache"))
+    root = f"memory://export-{uuid.uuid4().hex}"
+    storage = Storage.at(root)
+
+    def compute(out):
+        out.write_bytes("checkpoint.pt", b"weights")
+        return StageResult(0, 0)
+
+    version = build_version(storage, VersionPlan("train", {}, [], "code"), compute)
+    record = RunRecord.create(storage, {}, "r1")
+    record.add_version(version.summary())
+    record.save()
+    path = checkpoint_for("r1", root)
+    assert path.read_bytes() == b"weights"
+    assert path.parent.parent == storage.tmp_dir and owner_alive(path.parent.name) is True
+    storage.root.remove()
