@@ -143,6 +143,9 @@ def test_data_half_on_s3_and_dask_equals_a_local_run(
     assert remote["status"] == "completed" and list(remote["versions"]) == DATA_STAGES
     assert all(after[w] > before[w] for w in before), "every worker ran shard tasks"
     assert store.read_json("runs/on-s3/run.json")["status"] == "completed"
+    # The data report is written into the store too, and says the run completed.
+    assert remote["artifacts"]["report.md"] == store.url_of("runs/on-s3/report/report.md")
+    assert "| status | completed |" in store.read_text("runs/on-s3/report/report.md")
     # The store is the only copy: nothing of a version was mirrored into the driver's cache.
     assert not list((tmp_path / "driver-cache").rglob("*.parquet"))
 
