@@ -1,10 +1,12 @@
 """Shared test setup: offline tiktoken, a hermetic Prefect home, paths to ../shared/data."""
 
+import importlib.util
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -19,6 +21,16 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="llmforge-test-prefect-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
+
+
+def load_bench(name: str) -> ModuleType:
+    """A benchmark script (`bench/<name>.py`, not a package) imported as module `bench_<name>`,
+    so tests can check the functions the benchmark measures with."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def shared_data(*parts: str) -> Path:

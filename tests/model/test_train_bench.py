@@ -3,7 +3,6 @@ JSON come out; `bench/gpu_check.sh --dry-run` runs end to end on the CPU (slow).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,17 +10,13 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_train", REPO / "bench" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield load_bench("train")
+    sys.modules.pop("bench_train", None)
 
 
 def test_textbook_model_loads_our_weights_and_gives_our_loss(bench):

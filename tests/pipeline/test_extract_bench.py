@@ -4,24 +4,19 @@ sandbox's submit/result split that lets the stage read the next page while a pag
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import time
 
 import pytest
 
 from pipeline.extract.sandbox import Sandbox, SandboxTimeout
-from tests.conftest import REPO, shared_data
+from tests.conftest import load_bench, shared_data
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_extract", REPO / "bench" / "extract.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield load_bench("extract")
+    sys.modules.pop("bench_extract", None)
 
 
 def test_score_counts_segments_found_and_absent(bench):

@@ -12,9 +12,7 @@ datatrove and spaCy: `python tests/pipeline/test_filters_reference.py`.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -65,21 +63,13 @@ def reference_tables() -> tuple[dict[str, str], str]:
     return punct, "\n".join(lines) + "\n"
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_filter", REPO / "bench" / "filter.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def corpora() -> dict[str, list[dict[str, str]]]:
-    from tests.conftest import shared_data
+    from tests.conftest import load_bench, shared_data
 
     shared_data("extraction-trafilatura", "tests", "evaldata.json")
     dolma = shared_data("text", "dolma-cc_en_head")
-    bench = _load_bench()
+    bench = load_bench("filter")
     return {
         "trafilatura": bench.trafilatura_texts(PAGES),
         "dolma": bench.dolma_texts(dolma),
@@ -104,7 +94,9 @@ def compare(docs: list[dict[str, str]]) -> tuple[dict[str, float], list[str]]:
             {"url": {"enabled": False}, "language": {"enabled": False}, "pii": {"enabled": False}}
         )
     )
-    theirs = _load_bench().datatrove_filters()  # datatrove as we configure it to compare
+    from tests.conftest import load_bench
+
+    theirs = load_bench("filter").datatrove_filters()  # datatrove as we configure it to compare
     assert [f.name for f in ours] == ["gopher_repetition", "gopher_quality", "c4", "fineweb"]
     agree = dict.fromkeys([f.name for f in ours] + ["overall"], 0)
     lines = []
