@@ -65,7 +65,7 @@ from warcio.warcwriter import WARCWriter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from pipeline.documents import list_shards, read_table  # noqa: E402
-from pipeline.extract.extractor import ExtractConfig, run  # noqa: E402
+from pipeline.extract.extractor import ExtractConfig, run, trafilatura_options  # noqa: E402
 from pipeline.extract.warc import decode_html  # noqa: E402
 from pipeline.stage import ParallelMap, process_map, serial_map  # noqa: E402
 
@@ -135,14 +135,7 @@ def bare_extract(shards: Shards, config: ExtractConfig) -> dict[str, str | None]
     for shard in shards:
         LRU_TEST.clear()
         for url, html in shard:
-            texts[url] = trafilatura.extract(
-                html,
-                url=url,
-                favor_precision=config.favor_precision,
-                include_comments=config.include_comments,
-                include_tables=config.include_tables,
-                deduplicate=config.deduplicate,
-            )
+            texts[url] = trafilatura.extract(html, url=url, **trafilatura_options(config))
     return texts
 
 

@@ -90,6 +90,17 @@ class ExtractConfig(BaseModel):
     langid_max_chars: int | None = Field(1000, gt=0)
 
 
+def trafilatura_options(config: ExtractConfig) -> dict[str, bool]:
+    """The keyword arguments of `trafilatura.extract` this config sets (bench/extract.py runs
+    bare trafilatura with the same ones)."""
+    return {
+        "favor_precision": config.favor_precision,
+        "include_comments": config.include_comments,
+        "include_tables": config.include_tables,
+        "deduplicate": config.deduplicate,
+    }
+
+
 def extract_html(
     html: str, url: str | None, config: ExtractConfig
 ) -> tuple[str | None, str | None]:
@@ -102,14 +113,7 @@ def extract_html(
     if tree is None:
         return None, None
     title = extract_title(tree) or None
-    text = trafilatura.extract(
-        tree,
-        url=url,
-        favor_precision=config.favor_precision,
-        include_comments=config.include_comments,
-        include_tables=config.include_tables,
-        deduplicate=config.deduplicate,
-    )
+    text = trafilatura.extract(tree, url=url, **trafilatura_options(config))
     return title, text
 
 
