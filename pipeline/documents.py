@@ -93,7 +93,8 @@ def is_document_shard(path: Source) -> bool:
     return True
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (pyarrow's errors run to pages): enough for one error line."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -127,7 +128,7 @@ def file_name(file: Source) -> str:
 
 
 @contextlib.contextmanager
-def _readable(file: Source) -> Iterator[str | os.PathLike[str] | IO[bytes]]:
+def readable(file: Source) -> Iterator[str | os.PathLike[str] | IO[bytes]]:
     """What pyarrow reads `file` from: the local path itself, else an open file object."""
     local = _local(file)
     if local is not None:
@@ -141,10 +142,10 @@ def _readable(file: Source) -> Iterator[str | os.PathLike[str] | IO[bytes]]:
 def read_schema(path: Source) -> pa.Schema:
     """A Parquet file's schema from its footer; one DataError line naming the file if unreadable."""
     try:
-        with _readable(path) as source:
+        with readable(path) as source:
             return pq.read_schema(source)
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+        raise DataError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
 
 
 def shard_folder(where: Source) -> tuple[Folder, list[str]]:
@@ -195,10 +196,10 @@ def read_table(path: Source, columns: list[str] | None = None) -> pa.Table:
     """Read one Parquet file, turning pyarrow's errors into one line naming the file."""
     _check_columns(path, columns)
     try:
-        with _readable(path) as source:
+        with readable(path) as source:
             return pq.read_table(source, columns=columns)
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+        raise DataError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
 
 
 def iter_batches(
@@ -207,16 +208,15 @@ def iter_batches(
     """Stream a Parquet file in record batches so big shards never sit whole in memory."""
     _check_columns(path, columns)
     try:
-        with _readable(path) as source:
+        with readable(path) as source:
             parquet = pq.ParquetFile(source)
             yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+        raise DataError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
 
 
 def iter_documents(path: Source, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
     """Documents of one shard as dicts with DOCUMENT_SCHEMA's keys."""
-    check_shard(path, DOCUMENT_SCHEMA)
     for batch in iter_batches(path, batch_size, columns=DOCUMENT_COLUMNS):
         yield from batch.to_pylist()
 

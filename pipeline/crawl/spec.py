@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.crawl.crawler import CrawlConfig, crawl, load_seeds
+from pipeline.crawl.crawler import CrawlConfig, ProgressFn, crawl, load_seeds
 from pipeline.stage import ParallelMap, Stage, StageResult
-
-ProgressFn = Callable[[int, int], None]
 
 
 def snapshot_label(snapshot: str, now: datetime | None = None) -> str:

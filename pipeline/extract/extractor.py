@@ -364,7 +364,6 @@ def dedup_urls_across_shards(tasks: list[ExtractTask], results: list[ShardResult
 
 
 def _read(folder: Folder, name: str, columns: list[str] | None = None) -> pa.Table:
-    """A shard as a table, streamed from its folder: only the footer and the columns asked for
-    are read, so the driver's dedup pass fetches the id columns, not the shards."""
-    with folder.open(name, "rb") as handle:
-        return read_table(handle, columns=columns)
+    """A shard as a table: only the footer and the columns asked for are read, so the driver's
+    dedup pass fetches the id columns, not the shards."""
+    return read_table(folder.url_of(name), columns=columns)

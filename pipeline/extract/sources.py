@@ -56,6 +56,7 @@ from pipeline.documents import (
     ShardWriter,
     describe_type,
     doc_id,
+    first_line,
     removed_row,
     shard_name,
 )
@@ -181,11 +182,6 @@ def _matching(pattern: str) -> list[Path | str]:
 # --- reading -------------------------------------------------------------------------------
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 @contextlib.contextmanager
 def _open_text(path: Path | str) -> Iterator[IO[str]]:
     """A JSON Lines file (local or URL) as text, gzip or zstd undone as it streams."""
@@ -221,7 +217,7 @@ def iter_jsonl(path: Path | str, batch_size: int = 1024) -> Iterator[list[tuple[
                     batch = []
     except (OSError, EOFError, UnicodeDecodeError, pa.ArrowException) as exc:
         where = f"{path}:{lineno + 1}" if lineno else str(path)
-        raise DataError(f"{where}: not a readable JSON Lines file ({_first_line(exc)})") from None
+        raise DataError(f"{where}: not a readable JSON Lines file ({first_line(exc)})") from None
     if batch:
         yield batch
 
@@ -403,7 +399,7 @@ def iter_records(path: Path | str, columns: Columns) -> Iterator[list[tuple[str,
                 yield [(f"{path} row {row + i}", r) for i, r in enumerate(records)]
                 row += len(records)
     except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+        raise DataError(f"{path}: not a readable Parquet file ({first_line(exc)})") from None
 
 
 def check_files(files: list[Path | str] | tuple[Path | str, ...], config: DocumentsConfig) -> None:

@@ -8,11 +8,9 @@ or a version folder that is gone, becomes a note instead of an error.
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -20,12 +18,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
-from pipeline.documents import SHARD_GLOB, iter_batches, read_table
+from pipeline.documents import SHARD_GLOB, iter_batches, read_schema, read_table, readable
 from pipeline.errors import DataError
 from pipeline.filters.base import Rule
 from pipeline.filters.config import FILTERS
 from pipeline.stages import names
-from pipeline.store.fs import Folder, is_url
+from pipeline.store.fs import Folder
 from pipeline.store.runs import RunRecord
 from pipeline.store.versions import MANIFEST, Storage
 
@@ -117,31 +115,12 @@ def _shards(folder: Folder) -> list[str]:
     return [folder.url_of(name) for name in folder.list(SHARD_GLOB)]
 
 
-@contextlib.contextmanager
-def _parquet(file: str) -> Iterator[str | IO[bytes]]:
-    """What pyarrow reads `file` from: a local path itself, a URL through fsspec."""
-    if not is_url(file):
-        yield file
-        return
-    folder, name = file.rsplit("/", 1)
-    with Folder(folder).open(name, "rb") as handle:
-        yield handle
-
-
-def _names(file: str) -> list[str]:
-    try:
-        with _parquet(file) as source:
-            return pq.read_schema(source).names
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{file}: not a readable Parquet file ({exc})") from None
-
-
 def read_folder(folder: Folder, columns: list[str]) -> pa.Table:
     """The wanted columns of every shard in `folder`, concatenated; a column an older shard
     lacks reads as nulls."""
     tables = []
     for path in _shards(folder):
-        names = _names(path)
+        names = read_schema(path).names
         tables.append(read_table(path, [c for c in columns if c in names]))
     if not tables:
         return pa.table({c: pa.array([], pa.string()) for c in columns})
@@ -153,7 +132,7 @@ def _texts(folder: Folder, ids: set[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for path in _shards(folder):
         try:
-            with _parquet(path) as source:
+            with readable(path) as source:
                 table = pq.read_table(
                     source, columns=["id", "text"], filters=[("id", "in", list(ids))]
                 )
@@ -389,7 +368,7 @@ def collect_signals(stages: dict[str, StageInfo]) -> tuple[list[SignalData], lis
     rules = _signal_rules()
     dropped = set(info.counts.get("drops", {}))
     tripped = [c for c, rs in rules.items() if any(r.reason in dropped for r in rs)]
-    names = _names(shards[0])
+    names = read_schema(shards[0]).names
     wanted = [c for c in dict.fromkeys([*MAIN_SIGNALS, *tripped]) if c in names]
     table = read_folder(info.folder / "attributes", [*wanted, "reason"])
     final = table["reason"].to_pylist()
