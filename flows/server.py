@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 
 import pipeline
-from pipeline.store.fs import atomic_write, dumps_json
+from pipeline.store.fs import atomic_write, cache_base, dumps_json
 from pipeline.store.locks import pid_alive
 from pipeline.store.versions import Storage
 
@@ -196,7 +196,7 @@ def _stop(state: dict) -> bool:
 def registry_dir() -> Path:
     """Where this user's servers are listed, one `<pid>.json` each: machine-local state, like
     the cache of URL storage roots."""
-    return Path(os.environ.get("LLMFORGE_CACHE", "~/.cache/llmforge")).expanduser() / "servers"
+    return cache_base() / "servers"
 
 
 def _register(state: dict, port: int, storage: Storage) -> None:

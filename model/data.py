@@ -147,23 +147,6 @@ def _read_chunk(parquet: pq.ParquetFile, path: Path | str, row_group: int) -> np
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
 
 
-def count_tokens(shards: list[Path]) -> int:
-    """Tokens in a split from the `num_tokens` column (cheap) or else the lists' lengths."""
-    total = 0
-    for path in shards:
-        try:
-            parquet = pq.ParquetFile(path)
-            if "num_tokens" in parquet.schema_arrow.names:
-                column = parquet.read(columns=["num_tokens"]).column(0)
-                total += int(pc.sum(column).as_py() or 0)
-            else:
-                column = parquet.read(columns=["tokens"]).column(0)
-                total += int(pc.sum(pc.list_value_length(column)).as_py() or 0)
-        except (OSError, KeyError, pa.ArrowException) as exc:
-            raise DataError(f"{path}: cannot count tokens ({exc})") from None
-    return total
-
-
 def _row_group_lengths(parquet: pq.ParquetFile, path: Path | str) -> list[int]:
     """Tokens per row group: from the `num_tokens` column (cheap) or else by reading the
     token lists one row group at a time."""

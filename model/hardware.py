@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from pipeline.store.fs import atomic_write
+from pipeline.store.fs import atomic_write, cache_base
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def _probe(dtype: torch.dtype) -> float:
 def default_cache_dir() -> Path:
     """The machine's llmforge cache (LLMFORGE_CACHE, else ~/.cache/llmforge), as remote
     storage uses: a measurement belongs to this machine, not to a shared storage root."""
-    return Path(os.environ.get("LLMFORGE_CACHE", "~/.cache/llmforge")).expanduser() / "hardware"
+    return cache_base() / "hardware"
 
 
 def _cache_file(cache_dir: Path, cpu: CpuInfo) -> Path:

@@ -20,6 +20,7 @@ from pipeline import crawl, dedup, extract, filters, tokenize
 from pipeline.errors import DataError
 from pipeline.stage import ParallelMap, Stage, StageResult, serial_map, source_input
 from pipeline.stage import version_input as version_input  # flows plan with it
+from pipeline.store import versions as store_versions
 from pipeline.store.versions import Version, VersionPlan, short_hash
 
 ROOT = Path(__file__).resolve().parents[1]  # Stage.code globs are relative to the repository
@@ -143,9 +144,7 @@ def check_input(name: str, input_path: Path, tokens: Path | None = None) -> None
 
 def load_version(storage: Any, ref: dict[str, Any]) -> Version:
     """A version from a summary dict (`{"stage": ..., "version_id": ...}`), as flows pass them."""
-    from pipeline.store.versions import load_version as load
-
-    return load(storage, ref["stage"], ref["version_id"])
+    return store_versions.load_version(storage, ref["stage"], ref["version_id"])
 
 
 def standalone_source(name: str, input_path: Path, reading: Any = None) -> Any:

@@ -7,11 +7,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.document_stage import documents_dir, open_documents, reading_documents
-from pipeline.errors import DataError
+from pipeline.document_stage import open_documents, reading_documents, resolve_documents
 from pipeline.filters.config import FilterConfig, signals_config, thresholds_only_change
 from pipeline.filters.stage import run as run_filters
-from pipeline.stage import ParallelMap, Stage, StageResult, version_input
+from pipeline.stage import ParallelMap, Stage, StageResult
 from pipeline.store.versions import short_hash
 
 log = logging.getLogger(__name__)
@@ -19,10 +18,9 @@ log = logging.getLogger(__name__)
 
 def resolve(config: Any, upstream: Any) -> tuple[Any, list[dict[str, str]]]:
     """The upstream documents; user blocklist files enter the id by content, not by path."""
-    if upstream is None:
-        raise DataError("stage 'filter' needs the output of the stage before it")
+    documents, inputs = resolve_documents("filter")(config, upstream)
     lists = {"source": "filter-lists", "fingerprint": short_hash(signals_config(config.filter))}
-    return documents_dir(upstream), [version_input(upstream), lists]
+    return documents, [*inputs, lists]
 
 
 def retune_donor(storage: Any, plan: Any, config: FilterConfig) -> Any:

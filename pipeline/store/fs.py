@@ -60,6 +60,13 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
+def cache_base() -> Path:
+    """This machine's llmforge state outside any storage root: `$LLMFORGE_CACHE`, default
+    ~/.cache/llmforge (URL roots' locks and Prefect homes, the server registry, hardware
+    measurements)."""
+    return Path(os.environ.get("LLMFORGE_CACHE", "~/.cache/llmforge")).expanduser()
+
+
 def dumps_json(value: Any) -> str:
     return json.dumps(value, indent=2, default=str) + "\n"
 

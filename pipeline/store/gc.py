@@ -282,13 +282,6 @@ def _delete(storage: Storage, folder: Folder, marker: str, label: str) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def collect_garbage(
     storage: Storage, keep_last: int | None = None, dry_run: bool = False
 ) -> GcReport:
@@ -340,7 +333,7 @@ def collect_garbage(
     for entry in _tmp_garbage(storage, refs, now):
         report.deleted_tmp.append((entry.name, tree_bytes(entry)))
         if not dry_run:
-            _remove(entry)
+            Folder(entry).remove()
     return report
 
 
@@ -369,7 +362,7 @@ def clean_stale(storage: Storage) -> list[str]:
         for entry in sorted(storage.tmp_dir.iterdir()):
             if owner_alive(entry.name) is False:
                 size = tree_bytes(entry)
-                _remove(entry)
+                Folder(entry).remove()
                 cleaned.append(
                     f"removed tmp/{entry.name} ({human_bytes(size)}), left by a dead process"
                 )

@@ -61,11 +61,6 @@ def _each(function: Callable[[T], str], items: Sequence[T], workers: int | None)
         return list(pool.map(function, items))
 
 
-def hash_files(paths: Sequence[Path], workers: int | None = None) -> list[str]:
-    """sha256 of each local file, in order, hashed in parallel."""
-    return _each(lambda path: file_sha256(path), paths, workers)
-
-
 def check_mode(mode: str) -> VerifyMode:
     if mode not in VERIFY_MODES:
         raise DataError(f"verify mode '{mode}': expected one of {', '.join(VERIFY_MODES)}")

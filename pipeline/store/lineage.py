@@ -8,13 +8,12 @@ stop early (run.until = "tokenize") and runs that start from existing WARC files
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pipeline.errors import DataError
 from pipeline.stages import names
 from pipeline.store.runs import RunRecord
-from pipeline.store.versions import MANIFEST, Storage
+from pipeline.store.versions import MANIFEST, Storage, canonical_json
 
 
 def _rank(stage: str) -> int:
@@ -94,10 +93,6 @@ def lineage(storage: Storage, run_id: str) -> list[dict[str, Any]]:
     return sorted(chain, key=lambda e: -_rank(e["stage"]))
 
 
-def _compact(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-
-
 def _counts_line(counts: dict[str, Any]) -> str:
     text = f"docs {counts.get('docs_in', '-')} -> {counts.get('docs_out', '-')}"
     drops = counts.get("drops") or {}
@@ -119,7 +114,7 @@ def format_lineage(chain: list[dict[str, Any]]) -> str:
         state = "  (missing: deleted or never committed)" if entry.get("missing") else ""
         lines.append(f"{arrow}{entry['stage']} {entry['version_id']}{state}")
         if entry.get("config") is not None:
-            lines.append(f"     config  {_compact(entry['config'])}")
+            lines.append(f"     config  {canonical_json(entry['config'])}")
         if entry.get("counts"):
             lines.append(f"     counts  {_counts_line(entry['counts'])}")
         if entry.get("seeds"):
@@ -131,5 +126,5 @@ def format_lineage(chain: list[dict[str, Any]]) -> str:
                 paths = ", ".join(source.get("warc_paths") or []) or "(paths not recorded)"
                 lines.append(f"<- WARC files {paths} (fingerprint {source.get('fingerprint')})")
             else:
-                lines.append(f"<- source {_compact(source)}")
+                lines.append(f"<- source {canonical_json(source)}")
     return "\n".join(lines)

@@ -120,18 +120,6 @@ def _read_owner(fd: int) -> dict[str, Any] | None:
     return owner if isinstance(owner, dict) else None
 
 
-def read_lock_owner(path: Path) -> dict[str, Any] | None:
-    """The owner written in a lock file (a hint: it may be stale if nobody holds the lock)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        return _read_owner(fd)
-    finally:
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def exclusive_lock(
     path: Path,

@@ -49,7 +49,7 @@ from pydantic import StringConstraints
 
 from pipeline.errors import DataError
 from pipeline.stage import StageResult
-from pipeline.store.fs import Folder, is_url, locate
+from pipeline.store.fs import Folder, cache_base, is_url, locate
 from pipeline.store.integrity import (
     VerifyMode,
     check_mode,
@@ -145,8 +145,7 @@ def fingerprint_files(paths: Sequence[str | Path]) -> str:
 
 def cache_dir(url: str) -> Path:
     """Machine-local state of a URL root: $LLMFORGE_CACHE (default ~/.cache/llmforge)/<hash>."""
-    base = Path(os.environ.get("LLMFORGE_CACHE", "~/.cache/llmforge")).expanduser()
-    return (base / hashlib.sha256(url.encode()).hexdigest()[:12]).resolve()
+    return (cache_base() / hashlib.sha256(url.encode()).hexdigest()[:12]).resolve()
 
 
 @dataclass(frozen=True)
@@ -357,7 +356,7 @@ def find_version(storage: Storage, plan: VersionPlan) -> Version | None:
     """The committed version for `plan`, checked against its manifest; None if not built."""
     if not storage.has_version(plan.stage, plan.version_id):
         return None
-    return load_version(storage, plan.stage, plan.version_id)
+    return _checked_version(storage, plan.stage, plan.version_id)
 
 
 def load_version(storage: Storage, stage: str, version_id: str) -> Version:
@@ -365,6 +364,11 @@ def load_version(storage: Storage, stage: str, version_id: str) -> Version:
     use; a clear error if it is missing (deleted or never built) or changed since its commit."""
     if not storage.has_version(stage, version_id):
         raise DataError(f"{stage} version {version_id} not found under {storage.versions}")
+    return _checked_version(storage, stage, version_id)
+
+
+def _checked_version(storage: Storage, stage: str, version_id: str) -> Version:
+    """A version known to be committed, its files checked against its manifest."""
     folder = storage.version_folder(stage, version_id)
     manifest = folder.read_json(MANIFEST)
     verify_files(folder, manifest, storage.verify, rebuild_hint(stage))
