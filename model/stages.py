@@ -50,10 +50,10 @@ def _manifest(summary: dict[str, Any]) -> dict[str, Any]:
 def train_command(
     config: Any, input_path: Path, output_path: Path, options: dict[str, Any]
 ) -> dict[str, Any]:
-    """`llmforge stage train`: train into OUTPUT (resumable there with --resume)."""
+    """`llmforge stage train`: train into OUTPUT (resumable there with --resume); the CLI has
+    checked the input with `check_input` first."""
     from model.train import train
 
-    check_train_input(input_path)
     return _manifest(train(config.train, input_path, output_path, bool(options.get("resume"))))
 
 
@@ -63,8 +63,7 @@ def evaluate_command(
     """`llmforge stage evaluate --input CHECKPOINT_OR_TRAIN_DIR --tokens TOKEN_DATASET_DIR`."""
     from model.evaluate import evaluate
 
-    tokens = options.get("tokens")
-    check_eval_input(input_path, tokens)
+    tokens = options.get("tokens")  # checked by the CLI with `check_input` first
     if tokens is None:
         raise DataError("stage evaluate: give --tokens TOKEN_DATASET_DIR")
     checkpoint = input_path / "checkpoint.pt" if input_path.is_dir() else input_path
