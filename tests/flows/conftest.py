@@ -36,25 +36,34 @@ def sample_site(tmp_path_factory):
         yield base_url, truth
 
 
+def site_config(root, base_url, *overrides):
+    """A run config whose crawl reads the sample site on 127.0.0.1 at full speed."""
+    from pipeline.config import load_config
+
+    return load_config(
+        None,
+        [
+            f'run.storage_root="{root}"',
+            f"crawl.seeds=['{base_url}/']",
+            "crawl.delay_seconds=0",
+            "crawl.allow_private_addresses=true",  # the sample site is on 127.0.0.1
+            *overrides,
+        ],
+    )
+
+
+# The data half, as most flow tests run it.
+DATA_HALF = ("run.until=tokenize", "crawl.per_host_concurrency=4", "tokenize.val_fraction=0.1")
+
+
 def crawl_warcs(root, base_url, target, run_id):
     """Crawl a site once and copy its WARC files into `target` (prefixed by `run_id`), so
     later runs read identical bytes (a crawl's timestamps differ between crawls)."""
     import shutil
 
     from flows.pipeline_flow import pipeline_flow
-    from pipeline.config import load_config
 
-    config = load_config(
-        None,
-        [
-            f'run.storage_root="{root}"',
-            "run.until=crawl",
-            f"crawl.seeds=['{base_url}/']",
-            "crawl.delay_seconds=0",
-            "crawl.allow_private_addresses=true",  # the sample site is on 127.0.0.1
-        ],
-    )
-    record = pipeline_flow(config, run_id)
+    record = pipeline_flow(site_config(root, base_url, "run.until=crawl"), run_id)
     version = record["versions"]["crawl"]["version_id"]
     target.mkdir(parents=True, exist_ok=True)
     for warc in (root / "versions" / "crawl" / version / "warc").glob("*.warc.gz"):

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from flows.pipeline_flow import pipeline_flow
-from pipeline.config import load_config
 from tests.conftest import llmforge, shared_data
+from tests.flows.conftest import site_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -15,16 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 def recorded(prefect_api, sample_site, tmp_path_factory):
     base_url, _ = sample_site
     root = tmp_path_factory.mktemp("cli-storage")
-    config = load_config(
-        None,
-        [
-            f'run.storage_root="{root}"',
-            "run.until=filter",
-            f"crawl.seeds=['{base_url}/']",
-            "crawl.delay_seconds=0",
-            "crawl.allow_private_addresses=true",  # the sample site is on 127.0.0.1
-        ],
-    )
+    config = site_config(root, base_url, "run.until=filter")
     return root, pipeline_flow(config, "cli-run")
 
 

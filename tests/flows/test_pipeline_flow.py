@@ -6,28 +6,16 @@ import httpx
 import pytest
 
 from flows.pipeline_flow import pipeline_flow
-from pipeline.config import load_config
 from pipeline.errors import EmptyStageError
 from pipeline.store.runs import RunRecord
 from pipeline.store.versions import Storage
+from tests.flows.conftest import DATA_HALF, site_config
 
 DATA_STAGES = ["crawl", "extract", "filter", "dedup", "tokenize"]
 
 
 def _config(storage_root, base_url, *overrides):
-    return load_config(
-        None,
-        [
-            f'run.storage_root="{storage_root}"',
-            "run.until=tokenize",
-            f"crawl.seeds=['{base_url}/']",
-            "crawl.delay_seconds=0",
-            "crawl.allow_private_addresses=true",  # the sample site is on 127.0.0.1
-            "crawl.per_host_concurrency=4",
-            "tokenize.val_fraction=0.1",
-            *overrides,
-        ],
-    )
+    return site_config(storage_root, base_url, *DATA_HALF, *overrides)
 
 
 def _api(prefect_api, path, body):

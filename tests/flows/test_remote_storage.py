@@ -9,9 +9,9 @@ import json
 import pytest
 
 from flows.pipeline_flow import pipeline_flow
-from pipeline.config import load_config
 from pipeline.store.runs import list_runs
 from pipeline.store.versions import Storage
+from tests.flows.conftest import site_config
 
 STAGES = ["crawl", "extract", "filter", "dedup", "tokenize"]
 
@@ -23,17 +23,7 @@ def test_url_root_holds_versions_and_runs_and_another_machine_reuses_them(
     base_url, _ = sample_site
     shared = tmp_path / "shared-root"
     url = f"file://{shared}"
-    config = load_config(
-        None,
-        [
-            f'run.storage_root="{url}"',
-            "run.until=tokenize",
-            f"crawl.seeds=['{base_url}/']",
-            "crawl.delay_seconds=0",
-            "crawl.allow_private_addresses=true",  # the sample site is on 127.0.0.1
-            "tokenize.val_fraction=0.1",
-        ],
-    )
+    config = site_config(url, base_url, "run.until=tokenize", "tokenize.val_fraction=0.1")
     monkeypatch.setenv("LLMFORGE_CACHE", str(tmp_path / "cache-a"))
     first = pipeline_flow(config, "remote-first")
     for stage in STAGES:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from flows.pipeline_flow import pipeline_flow
-from pipeline.config import load_config
 from pipeline.store.fs import Folder
+from tests.flows.conftest import DATA_HALF, site_config
 from tests.flows.scaleout import (
     DaskCluster,
     NodeProcess,
@@ -103,20 +103,8 @@ def test_nodes_see_the_store_and_nothing_of_the_driver(cluster, s3, hidden, tmp_
 
 
 def _config(root, base_url, *overrides):
-    return load_config(
-        None,
-        [
-            f'run.storage_root="{root}"',
-            "run.until=tokenize",
-            f"crawl.seeds=['{base_url}/']",
-            "crawl.delay_seconds=0",
-            "crawl.allow_private_addresses=true",  # the sample site is on 127.0.0.1
-            "crawl.per_host_concurrency=4",
-            "crawl.max_pages=30",  # about half the sample site: every stage still keeps some
-            "tokenize.val_fraction=0.1",
-            *overrides,
-        ],
-    )
+    # crawl.max_pages: about half the sample site, and every stage still keeps some.
+    return site_config(root, base_url, *DATA_HALF, "crawl.max_pages=30", *overrides)
 
 
 def _files(manifest):
