@@ -141,7 +141,7 @@ def read_runs(storage: Storage) -> list[tuple[str, dict[str, Any] | DataError]]:
         if not re.fullmatch(RUN_ID_PATTERN, run_id):
             continue
         try:
-            found.append((run_id, RunRecord.load(storage, run_id).data))
+            found.append((run_id, storage.run_folder(run_id).read_json(RUN_FILE)))  # listed: exists
         except DataError as exc:
             found.append((run_id, exc))
     return found
