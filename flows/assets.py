@@ -20,6 +20,7 @@ from prefect.assets import Asset, AssetProperties, add_asset_metadata, materiali
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.config import PipelineConfig
+from pipeline.stage import scalar_extras
 from pipeline.store.fs import is_url
 from pipeline.store.versions import Storage, Version
 
@@ -56,9 +57,7 @@ def _metadata(version: Version) -> dict[str, Any]:
     """The counts, with only the scalar extras (lists of files or samples stay in the
     manifest: an event payload is no place for them)."""
     counts = version.manifest.get("counts", {})
-    extra = {
-        k: v for k, v in (counts.get("extra") or {}).items() if isinstance(v, int | float | str)
-    }
+    extra = scalar_extras(counts)
     return {
         "stage": version.stage,
         "version_id": version.version_id,

@@ -19,6 +19,7 @@ from flows.monitor import Progress
 from pipeline import stages
 from pipeline.config import PipelineConfig
 from pipeline.errors import EmptyStageError
+from pipeline.stage import scalar_extras
 from pipeline.store.versions import Storage, Version, build_version, find_version
 
 
@@ -35,11 +36,7 @@ def counts_table(version: Version) -> list[dict[str, Any]]:
         {"metric": "docs out", "value": counts.get("docs_out")},
     ]
     rows += [{"metric": f"drop: {k}", "value": v} for k, v in counts.get("drops", {}).items()]
-    rows += [
-        {"metric": k, "value": v}
-        for k, v in counts.get("extra", {}).items()
-        if isinstance(v, int | float | str)
-    ]
+    rows += [{"metric": k, "value": v} for k, v in scalar_extras(counts).items()]
     return rows
 
 

@@ -125,6 +125,14 @@ class StageResult:
         )
 
 
+def scalar_extras(counts: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's stage-specific counters that are single values (numbers, strings), for
+    one-line summaries; lists of files or samples stay in the manifest."""
+    return {
+        k: v for k, v in (counts.get("extra") or {}).items() if isinstance(v, int | float | str)
+    }
+
+
 class ParallelMap(Protocol):
     def __call__(self, fn: Callable[[T], R], items: Sequence[T], name: str = ...) -> list[R]: ...
 

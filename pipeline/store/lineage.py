@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.errors import DataError
+from pipeline.stage import scalar_extras
 from pipeline.stages import names
 from pipeline.store.runs import RunRecord
 from pipeline.store.versions import MANIFEST, Storage, canonical_json
@@ -98,9 +99,7 @@ def _counts_line(counts: dict[str, Any]) -> str:
     drops = counts.get("drops") or {}
     if drops:
         text += " (dropped: " + ", ".join(f"{k} {v}" for k, v in drops.items()) + ")"
-    scalars = {
-        k: v for k, v in (counts.get("extra") or {}).items() if isinstance(v, int | float | str)
-    }
+    scalars = scalar_extras(counts)
     if scalars:
         text += "; " + ", ".join(f"{k}={v}" for k, v in scalars.items())
     return text
