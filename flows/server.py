@@ -86,7 +86,8 @@ class _TiedSubprocess:
         return subprocess.Popen(args, **kwargs)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now (the OS picks it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -116,7 +117,7 @@ def running_server(storage: Storage) -> dict | None:
 def start_server(storage: Storage) -> dict:
     """Start `prefect server start` detached (it outlives the CLI) and wait until healthy."""
     storage.prefect_home.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(storage.prefect_home), **QUIET_ENV}
     env.pop("PREFECT_API_URL", None)

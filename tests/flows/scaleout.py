@@ -28,6 +28,8 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from flows.server import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "llmforge-test"
 STARTUP_S = 90  # moto and a Dask worker import ~1 s of modules each; 2 shared cores are slow
@@ -35,12 +37,6 @@ STARTUP_S = 90  # moto and a Dask worker import ~1 s of modules each; 2 shared c
 # variable whose value lies in a hidden folder, such as torch's TORCHINDUCTOR_CACHE_DIR, which
 # importing torch._dynamo sets in the driver).
 DRIVER_ONLY_ENV = ("LLMFORGE_CACHE", "PREFECT_HOME", "TMPDIR", "TEMP", "TMP", "PWD", "OLDPWD")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: float) -> None:
