@@ -139,10 +139,7 @@ def evaluate_version(
                 evaluate(config.evaluate, checkpoint, tokens.folder.url, out.local_path())
             ),
             replace=force,
-            # evaluate writes local files: on a URL root they are uploaded after (manifest last)
-            work_dir=None
-            if storage.root.is_local
-            else storage.work_dir("evaluate", plan.version_id),
+            local=True,  # evaluate writes local files (torch, plain files)
         )
 
 

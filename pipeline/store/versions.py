@@ -381,6 +381,7 @@ def build_version(
     compute: Callable[[Folder], StageResult],
     replace: bool = False,
     work_dir: Path | None = None,
+    local: bool = False,
 ) -> Version:
     """Return the version for `plan`, computing it if it is not committed yet.
 
@@ -395,6 +396,8 @@ def build_version(
 
     A `work_dir` (training, a local folder) survives a failure so the work can resume there;
     its files are renamed (local root) or uploaded (URL root) into the version when it is done.
+    `local`: `compute` needs a local folder (it writes with libraries that want paths); on a URL
+    root it gets a temp folder, uploaded the same way and removed however the build ends.
     `replace` (--force) rebuilds even a version that exists or fails its check.
     """
     if not replace and (existing := find_version(storage, plan)) is not None:
@@ -413,6 +416,12 @@ def build_version(
             return existing  # committed by the process we waited for
         if storage.root.is_local:
             return _build_local(storage, plan, compute, replace, work_dir)
+        if work_dir is None and local:
+            scratch = storage.new_tmp_dir(plan.stage)
+            try:
+                return _build_remote(storage, plan, compute, scratch)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
         return _build_remote(storage, plan, compute, work_dir)
 
 

@@ -159,6 +159,32 @@ def test_work_dir_build_uploads_to_the_url_and_removes_the_work_dir(url, tmp_pat
     assert version.manifest["files"] == local.manifest["files"]
 
 
+def test_local_build_on_a_url_root_gets_a_local_folder_and_leaves_nothing(url):
+    """`local=True` (evaluate writes with libraries that want paths): compute gets a local
+    folder, whose files are uploaded manifest last; the folder goes however the build ends."""
+    storage = Storage.at(url)
+    given = []
+
+    def compute(out):
+        given.append(out)
+        assert out.is_local
+        return write_shards(out)
+
+    version = build_version(storage, PLAN, compute, local=True)
+    assert version.folder.list() == [*SHARDS, "manifest.json"]
+    assert not given[0].local_path().exists()
+
+    def fail(out):
+        given.append(out)
+        write_shards(out)
+        raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError):
+        build_version(storage, PLAN, fail, replace=True, local=True)
+    assert given[1].is_local and not given[1].local_path().exists()
+    assert find_version(storage, PLAN) is not None  # the old version stays until the upload
+
+
 def test_runs_and_gc_on_a_url_root(url, monkeypatch):
     storage = Storage.at(url)
     kept = build_version(storage, PLAN, write_shards)
