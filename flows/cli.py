@@ -75,10 +75,11 @@ def _config(config: Path | None, overrides: list[str] | None, storage: Path | No
     return load_config(config, sets)
 
 
-def _storage(root: str | Path):
+def _storage(storage: str | Path | None, config: Path | None = None):
+    """The storage a command means: `--storage`, else the config's run.storage_root."""
     from pipeline.store.versions import Storage
 
-    return Storage.at(root)
+    return Storage.at(storage or _config(config, None).run.storage_root)
 
 
 def _prefect(storage, no_server: bool) -> dict:
@@ -310,7 +311,7 @@ def _rerun_stage(name, run_id, config, set_, force, no_server) -> None:
     from pipeline.config import config_from_dict
     from pipeline.store.runs import RunRecord
 
-    storage = _storage(_config(config, None).run.storage_root)
+    storage = _storage(None, config)
     record = RunRecord.load(storage, run_id)
     cfg = config_from_dict(record.data["config"], set_)
     _prefect(storage, no_server)
@@ -383,11 +384,11 @@ def runs_list(storage: RootOpt = None, config: ConfigOpt = None) -> None:
     """Recorded runs, newest first."""
     from pipeline.store.runs import list_runs
 
-    root = storage or _config(config, None).run.storage_root
-    table = Table(title=f"runs in {_storage(root).runs}")
+    store = _storage(storage, config)
+    table = Table(title=f"runs in {store.runs}")
     for column in ("run id", "status", "started", "stages", "git commit"):
         table.add_column(column)
-    for record in list_runs(_storage(root)):
+    for record in list_runs(store):
         table.add_row(
             record.get("run_id", "?"),
             record.get("status", "?"),
@@ -404,8 +405,8 @@ def runs_show(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) ->
     _check_run_id(run_id)
     from pipeline.store.runs import RunRecord
 
-    root = storage or _config(config, None).run.storage_root
-    record = RunRecord.load(_storage(root), run_id)
+    store = _storage(storage, config)
+    record = RunRecord.load(store, run_id)
     from pipeline.store.runs import is_stale
 
     if is_stale(record.data):
@@ -428,10 +429,8 @@ def runs_gc(
     """Delete dataset versions and checkpoints no kept run references; say how much it freed."""
     from pipeline.store.gc import collect_garbage, format_report
 
-    root = storage or _config(config, None).run.storage_root
-    console.print(
-        format_report(collect_garbage(_storage(root), keep_last, dry_run)), soft_wrap=True
-    )
+    store = _storage(storage, config)
+    console.print(format_report(collect_garbage(store, keep_last, dry_run)), soft_wrap=True)
 
 
 @runs_app.command("report")
@@ -440,8 +439,8 @@ def runs_report(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) 
     _check_run_id(run_id)
     from pipeline.report import build_report
 
-    root = storage or _config(config, None).run.storage_root
-    paths = build_report(_storage(root), run_id)
+    store = _storage(storage, config)
+    paths = build_report(store, run_id)
     console.print(f"report: {paths.html}\nmarkdown: {paths.markdown}", soft_wrap=True)
 
 
@@ -451,8 +450,8 @@ def runs_lineage(run_id: str, storage: RootOpt = None, config: ConfigOpt = None)
     _check_run_id(run_id)
     from pipeline.store.lineage import format_lineage, lineage
 
-    root = storage or _config(config, None).run.storage_root
-    console.print(format_lineage(lineage(_storage(root), run_id)), soft_wrap=True, markup=False)
+    store = _storage(storage, config)
+    console.print(format_lineage(lineage(store, run_id)), soft_wrap=True, markup=False)
 
 
 def _cell(value: Any) -> str:
@@ -483,8 +482,8 @@ def runs_compare(
     """
     from pipeline.store.compare import compare_runs, plot_loss_curves
 
-    root = storage or _config(config, None).run.storage_root
-    result = compare_runs(_storage(root), run_a, run_b)
+    store = _storage(storage, config)
+    result = compare_runs(store, run_a, run_b)
     diffs = Table(title="config differences")
     for column in ("key", run_a, run_b):
         diffs.add_column(column, overflow="fold")
@@ -517,9 +516,9 @@ def server_start(storage: RootOpt = None, config: ConfigOpt = None) -> None:
     """Start (or reuse) the local Prefect server and print the UI link."""
     from flows.server import ensure_server
 
-    root = storage or _config(config, None).run.storage_root
+    store = _storage(storage, config)
     os.environ.pop("PREFECT_API_URL", None)
-    state = ensure_server(_storage(root))
+    state = ensure_server(store)
     console.print(f"Prefect UI: {state['ui_url']}  (API {state['api_url']})")
 
 
@@ -540,8 +539,8 @@ def server_stop(
             console.print(f"stopped: {entry['ui_url']} (root {entry['root']})", soft_wrap=True)
         console.print(f"stopped {len(stopped)} server(s)")
         return
-    root = storage or _config(config, None).run.storage_root
-    console.print("stopped" if stop_server(_storage(root)) else "no local server was running")
+    store = _storage(storage, config)
+    console.print("stopped" if stop_server(store) else "no local server was running")
 
 
 @server_app.command("status")
