@@ -1,4 +1,5 @@
-"""The tokenize wing: documents into GPT-2 token shards (tiktoken), split into train and val."""
+"""The tokenize wing: documents into token shards (tiktoken: GPT-2, or a BPE trained on the
+train split), split into train and val."""
 
 from pipeline.tokenize.spec import STAGE
 from pipeline.tokenize.tokenizer import TokenizeConfig, check_token_dataset, get_encoding, run
