@@ -65,6 +65,8 @@ class TokenDatasetInfo:
     eot_token: int = GPT2_VOCAB_SIZE - 1
     tokens_train: int | None = None
     tokens_val: int | None = None
+    tokenizer_sha256: str | None = None  # a trained tokenizer's file (tokenizer-bpe.json)
+    tokenizer_file: str | None = None
 
 
 def token_folder(location: str | Path | Folder) -> Path | Folder:
@@ -115,6 +117,8 @@ def read_token_manifest(token_dir: Path | str | Folder) -> TokenDatasetInfo:
             eot_token=int(extra.get("eot_token", vocab_size - 1)),
             tokens_train=_optional_int(extra.get("tokens_train")),
             tokens_val=_optional_int(extra.get("tokens_val")),
+            tokenizer_sha256=extra.get("tokenizer_sha256"),
+            tokenizer_file=extra.get("tokenizer_file"),
         )
     except (TypeError, ValueError) as exc:
         raise DataError(f"{path}: bad value in counts.extra ({exc})") from None
@@ -133,6 +137,53 @@ def get_encoding(name: str):
 
         return tiktoken.get_encoding(name)
     return pipeline_get_encoding(name)
+
+
+def tokenizer_spec(token_dir: Path | str | Folder) -> str | None:
+    """A token dataset's trained tokenizer file as text (checked against the manifest's
+    sha256), or None when it uses a tiktoken encoding by name (GPT-2)."""
+    info = read_token_manifest(token_dir)
+    if not info.tokenizer.startswith("bpe-"):
+        return None
+    from pipeline.tokenize.bpe import TOKENIZER_FILE, spec_sha256
+
+    folder = token_folder(token_dir)
+    name = info.tokenizer_file or TOKENIZER_FILE
+    try:
+        text = (
+            (folder / name).read_text("utf-8")
+            if isinstance(folder, Path)
+            else folder.read_text(name)
+        )
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"{token_dir}: tokenizer {info.tokenizer} file {name} unreadable ({exc})"
+        ) from None
+    if info.tokenizer_sha256 and spec_sha256(text) != info.tokenizer_sha256:
+        raise DataError(f"{token_dir}/{name}: sha256 differs from the manifest's tokenizer_sha256")
+    return text
+
+
+def encoding_for(token_dir: Path | str | Folder):
+    """The tiktoken Encoding a token dataset was written with: GPT-2 (or another tiktoken
+    encoding) by name, or the BPE trained by the tokenize stage, from its file in the version."""
+    spec = tokenizer_spec(token_dir)
+    if spec is None:
+        return get_encoding(read_token_manifest(token_dir).tokenizer)
+    from pipeline.tokenize.bpe import encoding_from_spec
+
+    return encoding_from_spec(spec)
+
+
+def checkpoint_encoding(state: dict[str, Any]):
+    """The Encoding a checkpoint was trained with, from the checkpoint alone: its
+    `tokenizer_spec` (a trained tokenizer's file text) or its tokenizer name (GPT-2)."""
+    spec = state.get("tokenizer_spec")
+    if spec:
+        from pipeline.tokenize.bpe import encoding_from_spec
+
+        return encoding_from_spec(spec)
+    return get_encoding(state.get("tokenizer") or "gpt2")
 
 
 def _read_chunk(parquet: pq.ParquetFile, path: Path | str, row_group: int) -> np.ndarray:

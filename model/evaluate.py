@@ -26,7 +26,12 @@ import torch.nn.functional as F
 
 from model.checkpoint import load_model
 from model.config import EvalConfig
-from model.data import ValidationSet, get_encoding, read_token_manifest, validation_tokens
+from model.data import (
+    ValidationSet,
+    checkpoint_encoding,
+    read_token_manifest,
+    validation_tokens,
+)
 from model.gpt import GPT
 from model.hellaswag import evaluate_hellaswag
 from model.precision import Precision, setup_precision
@@ -142,7 +147,7 @@ def evaluate(
             f"{checkpoint}: checkpoint tokenizer={tokenizer!r} but {token_dir} uses "
             f"{info.tokenizer!r}"
         )
-    encoding = get_encoding(tokenizer)
+    encoding = checkpoint_encoding(state)
     T = model.cfg.context_length
 
     val = validation_tokens(token_dir, cfg.eval_tokens, min_tokens=T + 1)

@@ -9,6 +9,12 @@ stored once, as `lm_head.weight`) and `config.json` with the model config, the t
 vocabulary size and where the weights came from (checkpoint, step, token dataset, the
 training summary `train.json`). `load_exported` reads it back.
 
+Both formats also get the tokenizer as Hugging Face files (`tokenizer.json`,
+`tokenizer_config.json`, model/hf_tokenizer.py) from the checkpoint alone: GPT-2's, or the
+BPE trained by the tokenize stage (its file text is in the checkpoint), so
+`transformers.AutoTokenizer.from_pretrained(DIR)` gives the ids training used. Every file is
+0644 (safetensors writes 0600).
+
 `hf`: the layout `transformers.GPT2LMHeadModel.from_pretrained(DIR)` loads: `config.json`
 with GPT2Config fields and `model.safetensors` with Hugging Face names, the Linear weights
 transposed into GPT-2's Conv1D (in, out) layout. transformers is not needed to export. Our
@@ -43,6 +49,7 @@ from safetensors.torch import load_file, save_file
 from model.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from model.config import ModelConfig
 from model.gpt import GPT, sinusoidal_table
+from model.hf_tokenizer import TOKENIZER_FILES, write_hf_tokenizer
 from pipeline.errors import DataError
 
 ExportFormat = Literal["safetensors", "hf"]
@@ -66,14 +73,20 @@ def unpadded_state(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str
     return out
 
 
-def eot_token(tokenizer: str) -> int | None:
-    """The end-of-text id of a tokenizer (GPT-2's 50,256), None if it cannot be loaded here."""
-    from model.data import get_encoding
+def checkpoint_tokenizer(state: dict[str, Any]) -> Any:
+    """The checkpoint's tiktoken Encoding (its trained tokenizer's file, or GPT-2 by name),
+    None if a named one cannot be loaded here (no BPE files offline)."""
+    from model.data import checkpoint_encoding
 
     try:
-        return int(get_encoding(tokenizer).eot_token)
+        return checkpoint_encoding(state)
     except DataError:
         return None
+
+
+def _publish(path: Path) -> None:
+    """Readable by all (0644): safetensors' save_file creates its file 0600."""
+    os.chmod(path, 0o644)
 
 
 def source_info(checkpoint: Path, state: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +186,7 @@ def _write_json(path: Path, value: Any) -> None:
 def _is_export(folder: Path) -> bool:
     """An earlier export (ours or hf) that a rerun may replace."""
     names = {p.name for p in folder.iterdir()}
-    return names <= {WEIGHTS, CONFIG, PROVENANCE} and CONFIG in names
+    return names <= {WEIGHTS, CONFIG, PROVENANCE, *TOKENIZER_FILES} and CONFIG in names
 
 
 def export(checkpoint: Path, out_dir: Path, fmt: ExportFormat = "safetensors") -> dict[str, Any]:
@@ -192,13 +205,14 @@ def export(checkpoint: Path, out_dir: Path, fmt: ExportFormat = "safetensors") -
     state = load_checkpoint(checkpoint)
     cfg = ModelConfig.from_dict(state["model_config"])
     tokenizer = state.get("tokenizer") or "gpt2"
+    encoding = checkpoint_tokenizer(state)
     info = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "model_config": cfg.to_dict(),
         "tokenizer": tokenizer,
         "vocab_size": cfg.vocab_size,
-        "eot_token": eot_token(tokenizer),
+        "eot_token": None if encoding is None else int(encoding.eot_token),
         "source": source_info(checkpoint, state),
     }
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -214,6 +228,10 @@ def export(checkpoint: Path, out_dir: Path, fmt: ExportFormat = "safetensors") -
             written = hf_config(cfg, info["eot_token"], tied)
             _write_json(tmp / PROVENANCE, info | {"hf_conversions": notes})
         _write_json(tmp / CONFIG, written)
+        if encoding is not None:  # tokenizer.json + tokenizer_config.json for AutoTokenizer
+            write_hf_tokenizer(encoding, tmp, cfg.context_length)
+        for path in tmp.iterdir():
+            _publish(path)
         old = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.old")
         if out_dir.exists():
             os.rename(out_dir, old)

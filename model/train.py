@@ -45,6 +45,7 @@ from model.data import (
     ValidationSet,
     read_token_manifest,
     token_folder,
+    tokenizer_spec,
     validation_tokens,
 )
 from model.distributed import (
@@ -291,6 +292,9 @@ def train(
                 "model_config": model_cfg.to_dict(),
                 "train_config": cfg.model_dump(),
                 "tokenizer": info.tokenizer,
+                # A trained tokenizer's file text (None for GPT-2): evaluation, sampling and
+                # export need nothing but the checkpoint.
+                "tokenizer_spec": tokenizer_spec(token_dir),
                 "token_dataset": info.version_id,
                 "val_set": val.identity(),
             }
