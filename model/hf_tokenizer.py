@@ -12,7 +12,8 @@ tokenizers nor transformers is needed to export):
   merges are, for each multi-byte token in rank order, the two parts BPE over lower ranks
   splits it into (tiktoken merges by the rank of the result, HF by merge order: the same
   order); `ignore_merges` makes a piece that is itself a token one id, as tiktoken does;
-- `<|endoftext|>` an added special token; decoder ByteLevel; no normalizer, no BOS added.
+- `<|endoftext|>` an added special token, `split_special_tokens` so the literal string in text
+  stays ordinary text (tiktoken encode_ordinary); decoder ByteLevel; no normalizer, no BOS.
 """
 
 from __future__ import annotations
@@ -137,6 +138,9 @@ def tokenizer_config(encoding: Any, model_max_length: int | None) -> dict[str, A
         "pad_token": None,
         "add_prefix_space": False,
         "clean_up_tokenization_spaces": False,
+        # A literal "<|endoftext|>" in text is ordinary text, as in tiktoken encode_ordinary
+        # and the tokenize stage; EOT is added by id.
+        "split_special_tokens": True,
         "model_max_length": model_max_length or int(1e30),
         "llmforge_tokenizer": encoding.name,
     }
