@@ -104,6 +104,7 @@ def _prefect(storage, no_server: bool) -> dict:
 def print_summary(record: dict[str, Any]) -> None:
     """Docs in/out per stage, drop reasons, tokens and model results of one run."""
     from pipeline.stages import is_model
+    from pipeline.tokenize.tokenizer import describe_compression
 
     table = Table(title=f"run {record['run_id']} ({record['status']})")
     for column in ("stage", "version", "reused", "docs in", "docs out", "results"):
@@ -117,6 +118,8 @@ def print_summary(record: dict[str, Any]) -> None:
         notes = []
         if "tokens_train" in extra:
             notes.append(f"tokens: {extra['tokens_train']:,} train, {extra['tokens_val']:,} val")
+            if (line := describe_compression(extra)) is not None:
+                notes.append(line)
         if "first_loss" in extra and "last_loss" in extra:
             notes.append(f"train loss: {extra['first_loss']:.3f} → {extra['last_loss']:.3f}")
         for key, label in RESULT_KEYS.items():

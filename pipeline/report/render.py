@@ -18,6 +18,7 @@ from markdown_it import MarkdownIt
 
 from pipeline.extract.reasons import REASONS
 from pipeline.report.collect import ReasonRow, ReportData, Sample
+from pipeline.tokenize.tokenizer import describe_compression
 
 _MD_INLINE = re.compile(r"([\\`*_\[\]|~])")  # what could start markup inside a line
 
@@ -76,6 +77,8 @@ def _funnel_section(data: ReportData, image: Callable[[str], str]) -> list[str]:
         if row.tokens_exact:
             extra = info.counts.get("extra", {})
             tokens += f" (train {_n(extra.get('tokens_train'))}, val {_n(extra.get('tokens_val'))})"
+            if (line := describe_compression(extra)) is not None:
+                tokens += f"; {escape(line)} on val"
         elif row.tokens is not None:
             tokens = "≈ " + tokens
         reused = " (reused)" if info.reused else ""

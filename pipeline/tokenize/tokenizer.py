@@ -392,6 +392,17 @@ def run(
     return StageResult.from_shards(results, extra=extra)
 
 
+def describe_compression(extra: dict[str, Any]) -> str | None:
+    """One line on the tokenizer's compression for run summaries and reports, e.g.
+    `bpe-8192-3fa2c1d4e5f6: 0.315 tokens/byte (GPT-2 0.324)`; None for older manifests."""
+    if not isinstance(extra.get("tokens_per_byte"), int | float):
+        return None
+    line = f"{extra.get('tokenizer', '?')}: {extra['tokens_per_byte']:.3f} tokens/byte"
+    if isinstance(extra.get("gpt2_tokens_per_byte"), int | float):
+        line += f" (GPT-2 {extra['gpt2_tokens_per_byte']:.3f})"
+    return line
+
+
 def compression(totals: dict[str, int]) -> dict[str, float]:
     """Tokens per byte of UTF-8 text on the val split (EOTs not counted): the stage's
     tokenizer, and GPT-2 on the same text when the stage trained its own."""

@@ -211,3 +211,13 @@ def test_too_small_vocab_is_a_config_error():
     with pytest.raises(ValidationError):
         TokenizeConfig(tokenizer="train", vocab_size=100)
     assert tokenize_module.TokenizeConfig(tokenizer="train").vocab_size == 8192
+
+
+def test_compression_line_for_summaries(trained):
+    extra = trained[1].extra
+    line = tokenize_module.describe_compression(extra)
+    assert line == (
+        f"{extra['tokenizer']}: {extra['tokens_per_byte']:.3f} tokens/byte "
+        f"(GPT-2 {extra['gpt2_tokens_per_byte']:.3f})"
+    )
+    assert tokenize_module.describe_compression({"tokens_train": 5}) is None

@@ -133,6 +133,7 @@ def test_funnel_has_the_manifest_numbers(full):
     extra = manifests["tokenize"]["counts"]["extra"]
     total = extra["tokens_train"] + extra["tokens_val"]
     assert f"{total:,} (train {extra['tokens_train']:,}, val {extra['tokens_val']:,})" in funnel
+    assert f"gpt2: {extra['tokens_per_byte']:.3f} tokens/byte on val" in funnel
     assert "![funnel](funnel.png)" in funnel
 
 
