@@ -107,7 +107,9 @@ def run_row(row: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[s
         context_length=args.context,
         batch_size=args.batch_size,
         lr=args.lr,
-        eval_tokens=args.eval_tokens,
+        # train() scores the untrained model inside the budget: one window there; the real
+        # evaluation (--eval-tokens) comes after, outside it.
+        eval_tokens=args.context + 1,
         precision=args.precision,
         device=args.device,
         compile=args.compile,
