@@ -570,12 +570,16 @@ def export_model(
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write.")],
     format: Annotated[
-        str, typer.Option("--format", "-f", help="safetensors (ours) or hf (GPT2LMHeadModel).")
+        str,
+        typer.Option(
+            "--format", "-f", help="safetensors (ours) or hf (transformers AutoModelForCausalLM)."
+        ),
     ] = "safetensors",
     storage: RootOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Export a trained model: safetensors + config.json, or the Hugging Face GPT-2 layout."""
+    """Export a trained model: safetensors + config.json, or a Hugging Face layout (GPT-2;
+    Qwen3/Llama/Apertus/Arcee for rotary models)."""
     from model.export import checkpoint_for, export
 
     root = storage or (None if Path(source).exists() else _config(config, None).run.storage_root)

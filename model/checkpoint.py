@@ -103,9 +103,10 @@ def check_compatible(
 ) -> None:
     """Raise naming the first differences between a checkpoint and the config it should fit.
 
-    Dropout does not change the weights' shapes or meaning, so it may differ.
+    Dropout does not change the weights' shapes or meaning, so it may differ. Fields added
+    to ModelConfig later are absent from older checkpoints: those mean the field's default.
     """
-    saved = state["model_config"]
+    saved = ModelConfig.from_dict(state["model_config"]).to_dict()
     wanted = model_cfg.to_dict()
     diffs = [
         f"checkpoint {key}={saved.get(key)!r} but config {key}={value!r}"

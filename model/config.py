@@ -25,16 +25,41 @@ class ModelConfig:
     n_layers: int = 6
     dropout: float = 0.0
     bias: bool = False  # biases in Linear/LayerNorm; nanoGPT: False is "a bit better and faster"
-    positional: Literal["sinusoidal", "learned"] = "sinusoidal"
+    # rope: rotary positions on q and k (Su et al. 2021), no position table at the input.
+    positional: Literal["sinusoidal", "learned", "rope"] = "sinusoidal"
     tie_embeddings: bool = False  # share token embedding and lm_head weights (GPT-2 does)
+    rope_theta: float = 10000.0  # RoPE base (Su et al.; Llama); used only with rope
+    # rmsnorm: parameter-free RMSNorm (F.rms_norm), as nanochat and modded-nanogpt use.
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    qk_norm: bool = False  # RMS-normalize q and k per head before attention (nanochat)
+    # gelu: 4d GELU MLP (GPT-2); relu2: 4d ReLU² (So et al. 2021 "Primer"; nanochat);
+    # swiglu: gated SiLU (Shazeer 2020) with hidden ~8/3 d, the same weights as 4d.
+    mlp: Literal["gelu", "relu2", "swiglu"] = "gelu"
+    embed_norm: bool = False  # RMS-normalize the token embedding (nanochat, modded-nanogpt)
+    # gpt2: normal(0, 0.02), residual projections / sqrt(2L). nanochat: uniform std 1/sqrt(d)
+    # inputs, zero output projections, lm_head std 0.001 (model/gpt.py GPT._init_nanochat).
+    init: Literal["gpt2", "nanochat"] = "gpt2"
 
     def __post_init__(self) -> None:
+        choices = {
+            "positional": ("sinusoidal", "learned", "rope"),
+            "norm": ("layernorm", "rmsnorm"),
+            "mlp": ("gelu", "relu2", "swiglu"),
+            "init": ("gpt2", "nanochat"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.positional == "sinusoidal" and self.d_model % 2:
             raise ValueError(f"sinusoidal positions need an even d_model, got {self.d_model}")
-        if self.positional not in ("sinusoidal", "learned"):
-            raise ValueError(f"positional must be 'sinusoidal' or 'learned', got {self.positional}")
+        if self.positional == "rope" and self.head_dim % 2:
+            raise ValueError(f"rope needs an even head_dim, got {self.head_dim}")
+        if not self.rope_theta > 0:
+            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta}")
 
     @property
     def head_dim(self) -> int:
@@ -68,6 +93,36 @@ PRESETS: dict[str, ModelConfig] = {
     ),
 }
 
+
+def modern_config(
+    depth: int, vocab_size: int = GPT2_VOCAB_SIZE, context_length: int = 256
+) -> ModelConfig:
+    """nanochat's one-knob model (scripts/base_train.py: model_dim = depth * aspect_ratio 64,
+    head_dim 128 there, 64 here for small widths): d_model = 64·depth, heads of 64, depth
+    layers, with rope, parameter-free RMSNorm (also after the embedding), QK-norm, ReLU², no
+    biases, an untied head, nanochat's init and no dropout."""
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    return ModelConfig(
+        vocab_size=vocab_size,
+        context_length=context_length,
+        d_model=64 * depth,
+        n_heads=max(1, depth),
+        n_layers=depth,
+        dropout=0.0,
+        bias=False,
+        positional="rope",
+        tie_embeddings=False,
+        norm="rmsnorm",
+        qk_norm=True,
+        mlp="relu2",
+        embed_norm=True,
+        init="nanochat",
+    )
+
+
+MODERN_DEPTH = 4  # preset "modern" without `depth`: d_model 256, 4 layers
+
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -77,7 +132,10 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: Literal["tiny", "mini", "gpt2-124m"] = "mini"
+    preset: Literal["tiny", "mini", "gpt2-124m", "modern"] = "mini"
+    depth: int | None = Field(default=None, gt=0)  # modern: modern_config(depth)
+    # muon: Muon on the blocks' matrices, AdamW elsewhere, nanochat's lrs (model/optim.py).
+    optimizer: Literal["adamw", "muon"] = "adamw"
     # Optional architecture overrides on top of the preset (None keeps the preset's value).
     d_model: int | None = Field(default=None, gt=0)
     n_layers: int | None = Field(default=None, gt=0)
@@ -121,7 +179,12 @@ class TrainConfig(BaseModel):
 
     def model_config_for(self, vocab_size: int | None = None) -> ModelConfig:
         """The resolved architecture: the preset, the overrides, the dataset's vocabulary size."""
-        base = PRESETS[self.preset]
+        if self.depth is not None and self.preset != "modern":
+            raise ValueError(f"depth is for preset modern, not {self.preset}")
+        if self.preset == "modern":
+            base = modern_config(self.depth or MODERN_DEPTH)
+        else:
+            base = PRESETS[self.preset]
         overrides = {
             name: getattr(self, name)
             for name in ("d_model", "n_layers", "n_heads", "context_length", "dropout")

@@ -29,6 +29,16 @@ choices that GPT-2 does not have are written so the logits stay the same (tested
   token embedding, a tied head is then written untied. Fine-tuning in transformers would
   train the positions, which ours keeps fixed; the exported `llmforge.json` notes it.
 
+Rotary models (positional "rope", with RMSNorm and no biases: the modern recipe) export as
+the Llama-family class whose blocks compute the same thing, all in transformers itself (no
+trust_remote_code): gated SwiGLU MLP -> Qwen3ForCausalLM with QK-norm, LlamaForCausalLM
+without; a plain MLP (ReLU² "relu2", or exact "gelu") -> ApertusForCausalLM with QK-norm
+(per-head q/k RMSNorm, non-gated up/down MLP), ArceeForCausalLM without. Our parameter-free
+RMSNorms become weights of ones; the fused qkv splits into q/k/v_proj; our rotation pairs
+dimensions i and i + head_dim/2 as their `rotate_half` does; a normalized embedding
+(`embed_norm`) is a function of the token alone, so the table is written normalized (and a
+tied head then untied).
+
 A vocabulary padded for speed (rows beyond `ModelConfig.vocab_size` in the token embedding or
 lm_head, as nanoGPT's 50,304) is cut back to vocab_size: padded ids are never real tokens.
 """
@@ -48,7 +58,7 @@ from safetensors.torch import load_file, save_file
 
 from model.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from model.config import ModelConfig
-from model.gpt import GPT, sinusoidal_table
+from model.gpt import GPT, RMS_EPS, mlp_hidden, rms_norm, sinusoidal_table
 from model.hf_tokenizer import TOKENIZER_FILES, write_hf_tokenizer
 from pipeline.errors import DataError
 
@@ -135,8 +145,116 @@ def hf_config(cfg: ModelConfig, eot_token: int | None, tied: bool) -> dict[str, 
     }
 
 
+# (gated MLP, QK-norm) -> the transformers class with exactly those blocks.
+LLAMA_FAMILY = {
+    (True, True): ("Qwen3ForCausalLM", "qwen3"),
+    (True, False): ("LlamaForCausalLM", "llama"),
+    (False, True): ("ApertusForCausalLM", "apertus"),
+    (False, False): ("ArceeForCausalLM", "arcee"),
+}
+
+
+def hf_family(cfg: ModelConfig) -> tuple[str, str]:
+    """(architecture, model_type) of the transformers class that computes `cfg`'s model."""
+    problems = []
+    if cfg.positional == "rope":
+        if cfg.norm != "rmsnorm":
+            problems.append("rope with LayerNorm (Llama-family classes use RMSNorm)")
+        if cfg.bias:
+            problems.append("rope with biases (the Llama-family export has none)")
+        if not problems:
+            return LLAMA_FAMILY[(cfg.mlp == "swiglu", cfg.qk_norm)]
+    else:
+        for wanted, field in (
+            (cfg.norm == "layernorm", f"norm={cfg.norm}"),
+            (cfg.mlp == "gelu", f"mlp={cfg.mlp}"),
+            (not cfg.qk_norm, "qk_norm"),
+            (not cfg.embed_norm, "embed_norm"),
+        ):
+            if not wanted:
+                problems.append(f"{field} with {cfg.positional} positions (GPT-2 has no such)")
+        if not problems:
+            return "GPT2LMHeadModel", "gpt2"
+    raise DataError("hf export: no transformers class fits this model: " + "; ".join(problems))
+
+
+def llama_config(cfg: ModelConfig, eot_token: int | None, tied: bool) -> dict[str, Any]:
+    """LlamaConfig-style fields (shared by the Qwen3, Apertus and Arcee configs)."""
+    architecture, model_type = hf_family(cfg)
+    act = {"swiglu": "silu", "relu2": "relu2", "gelu": "gelu"}[cfg.mlp]  # transformers ACT2FN
+    return {
+        "architectures": [architecture],
+        "model_type": model_type,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": mlp_hidden(cfg),
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_heads,
+        "head_dim": cfg.head_dim,
+        "hidden_act": act,
+        "max_position_embeddings": cfg.context_length,
+        "rms_norm_eps": RMS_EPS,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "attention_bias": False,
+        "mlp_bias": False,
+        "attention_dropout": cfg.dropout,
+        "initializer_range": 0.02,
+        "bos_token_id": eot_token,
+        "eos_token_id": eot_token,
+        "pad_token_id": None,
+        "tie_word_embeddings": tied,
+        "torch_dtype": "float32",
+    }
+
+
+def llama_tensors(state: dict[str, torch.Tensor], cfg: ModelConfig) -> tuple[dict, bool, list[str]]:
+    """(Llama-family tensors, whether the head stays tied, notes on what was converted)."""
+    s = unpadded_state(state, cfg)
+    d, notes = cfg.d_model, ["parameter-free RMSNorms written as weights of ones"]
+    out: dict[str, torch.Tensor] = {}
+    tied = cfg.tie_embeddings
+    wte = s.get("tok_emb.weight", s["lm_head.weight"])
+    if cfg.embed_norm:
+        wte = rms_norm(wte)  # per row, exactly what forward computes per token
+        notes.append("embedding RMS norm folded into embed_tokens")
+        if tied:
+            tied = False
+            notes.append("tied head written untied (embed_tokens carries the norm)")
+    out["model.embed_tokens.weight"] = wte
+    apertus = hf_family(cfg)[1] == "apertus"
+    norm_1, norm_2 = (
+        ("attention_layernorm", "feedforward_layernorm")
+        if apertus
+        else ("input_layernorm", "post_attention_layernorm")
+    )
+    ones = torch.ones(d)
+    for i in range(cfg.n_layers):
+        ours, hf = f"blocks.{i}", f"model.layers.{i}"
+        out[f"{hf}.{norm_1}.weight"] = ones
+        out[f"{hf}.{norm_2}.weight"] = ones
+        q, k, v = s[f"{ours}.attn.qkv.weight"].split(d, dim=0)  # nn.Linear (out, in) rows
+        out[f"{hf}.self_attn.q_proj.weight"] = q
+        out[f"{hf}.self_attn.k_proj.weight"] = k
+        out[f"{hf}.self_attn.v_proj.weight"] = v
+        out[f"{hf}.self_attn.o_proj.weight"] = s[f"{ours}.attn.proj.weight"]
+        if cfg.qk_norm:
+            out[f"{hf}.self_attn.q_norm.weight"] = torch.ones(cfg.head_dim)
+            out[f"{hf}.self_attn.k_norm.weight"] = torch.ones(cfg.head_dim)
+        if cfg.mlp == "swiglu":
+            out[f"{hf}.mlp.gate_proj.weight"] = s[f"{ours}.mlp.gate.weight"]
+        out[f"{hf}.mlp.up_proj.weight"] = s[f"{ours}.mlp.fc.weight"]
+        out[f"{hf}.mlp.down_proj.weight"] = s[f"{ours}.mlp.proj.weight"]
+    out["model.norm.weight"] = ones
+    if not tied:
+        out["lm_head.weight"] = s["lm_head.weight"]
+    return {name: t.contiguous().clone() for name, t in out.items()}, tied, notes
+
+
 def hf_tensors(state: dict[str, torch.Tensor], cfg: ModelConfig) -> tuple[dict, bool, list[str]]:
     """(HF GPT-2 tensors, whether the head stays tied, notes on what was converted)."""
+    if hf_family(cfg)[1] != "gpt2":
+        return llama_tensors(state, cfg)
     s = unpadded_state(state, cfg)
     d, notes = cfg.d_model, []
     out: dict[str, torch.Tensor] = {}
@@ -225,7 +343,8 @@ def export(checkpoint: Path, out_dir: Path, fmt: ExportFormat = "safetensors") -
         else:
             tensors, tied, notes = hf_tensors(state["model"], cfg)
             save_file(tensors, tmp / WEIGHTS, {"format": "pt"})
-            written = hf_config(cfg, info["eot_token"], tied)
+            make_config = hf_config if hf_family(cfg)[1] == "gpt2" else llama_config
+            written = make_config(cfg, info["eot_token"], tied)
             _write_json(tmp / PROVENANCE, info | {"hf_conversions": notes})
         _write_json(tmp / CONFIG, written)
         if encoding is not None:  # tokenizer.json + tokenizer_config.json for AutoTokenizer
@@ -250,10 +369,11 @@ def read_export_config(folder: Path) -> dict[str, Any]:
         raise DataError(f"{path}: not found; is {folder} an `llmforge export` folder?") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not readable JSON ({exc})") from None
-    if data.get("model_type") == "gpt2":
+    if data.get("model_type"):
+        kind = "GPT-2" if data["model_type"] == "gpt2" else data["model_type"]
         raise DataError(
-            f"{folder}: a Hugging Face GPT-2 export; load it with "
-            "transformers.GPT2LMHeadModel.from_pretrained"
+            f"{folder}: a Hugging Face {kind} export; load it with "
+            "transformers.AutoModelForCausalLM.from_pretrained"
         )
     if data.get("format") != FORMAT_NAME or "model_config" not in data:
         raise DataError(f"{path}: not an llmforge export (format {data.get('format')!r})")

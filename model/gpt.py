@@ -4,6 +4,10 @@ Token embedding + positions (sinusoidal as in Vaswani et al. 2017, or learned as
 N pre-LayerNorm blocks (causal self-attention, then a 4x GELU MLP), a final LayerNorm and an
 lm_head without bias (tied to the token embedding when the config asks).
 
+The "modern" pieces (ModelConfig fields; all off by default, so older models are unchanged):
+rotary positions on q and k instead of an input table, parameter-free RMSNorm, QK-norm, ReLU²
+or SwiGLU MLPs, an RMS-normalized embedding and nanochat's init (zero output projections).
+
 The embedding and head tables have `padded_vocab_size(cfg.vocab_size)` rows (a multiple of 64):
 the rows past the true vocabulary are zeros that no loss, logit or sample ever sees.
 """
@@ -30,13 +34,29 @@ def padded_vocab_size(vocab_size: int) -> int:
     return -(-vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
 
+# RMSNorm epsilon, written into HF exports as rms_norm_eps (Qwen3's and Apertus' default).
+RMS_EPS = 1e-6
+
+
+def mlp_hidden(cfg: ModelConfig) -> int:
+    """MLP width: 4d (GPT-2), or for SwiGLU's three matrices 8/3·d rounded up to a multiple
+    of 64, so it has the 8d² weights (and FLOPs) of a 4d MLP (Shazeer 2020 §2 keeps the
+    parameter count this way) with matmul-friendly sizes (Llama rounds to 256, too coarse
+    at our widths: d=256 -> 768 would be +12%; 64 gives 704, +3%)."""
+    if cfg.mlp == "swiglu":
+        return -(-8 * cfg.d_model // 3 // 64) * 64
+    return 4 * cfg.d_model
+
+
 def matmul_params(cfg: ModelConfig) -> int:
-    """Weights that take part in a matmul per token: 12·d² per block plus the d·V lm_head.
+    """Weights that take part in a matmul per token: 4·d² (attention) + the MLP's per block
+    (8·d² for 4d GELU/ReLU², 3·d·hidden for SwiGLU) plus the d·V lm_head.
 
     The input embedding is a lookup, not a matmul, so it is excluded; the lm_head counts even
-    when tied to it. Biases and LayerNorms are negligible and excluded too.
+    when tied to it. Biases and norms are negligible and excluded too.
     """
-    per_block = 4 * cfg.d_model**2 + 8 * cfg.d_model**2  # qkv + proj, then d->4d->d
+    mlp_matrices = 3 if cfg.mlp == "swiglu" else 2  # (gate,) fc, proj
+    per_block = 4 * cfg.d_model**2 + mlp_matrices * cfg.d_model * mlp_hidden(cfg)
     return cfg.n_layers * per_block + cfg.d_model * cfg.vocab_size
 
 
@@ -61,21 +81,65 @@ def sinusoidal_table(length: int, d_model: int) -> torch.Tensor:
     return table.float()  # (T, d)
 
 
+def rope_tables(length: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of angle pos·theta^(-2i/hs) for i < hs/2 (Su et al. 2021), each (T, hs/2)."""
+    position = torch.arange(length, dtype=torch.float64).unsqueeze(1)  # (T, 1)
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angle = position * inv_freq  # (T, hs/2)
+    return angle.cos().float(), angle.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the pairs (x[i], x[i + hs/2]) of x (B, nh, T, hs) by each position's angles.
+
+    The split-halves pairing is Hugging Face Llama's `rotate_half`, so exports need no
+    permutation of the q/k weights.
+    """
+    x1, x2 = x.chunk(2, dim=-1)
+    y = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return y.type_as(x)  # the tables are fp32; keep the autocast dtype of q and k
+
+
+def rms_norm(x: torch.Tensor) -> torch.Tensor:
+    """x / sqrt(mean(x²) + eps) over the last dimension, no learned gain (nanochat)."""
+    return F.rms_norm(x, (x.size(-1),), eps=RMS_EPS)
+
+
+class RMSNorm(nn.Module):
+    """Parameter-free RMSNorm as a module, so blocks read alike for both norms."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x)
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return RMSNorm()
+    return nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_heads = cfg.n_heads
         self.dropout = cfg.dropout
+        self.qk_norm = cfg.qk_norm
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
+        if self.qk_norm:
+            # Unit-RMS q and k bound the attention logits (Henry et al. 2020; nanochat). Before
+            # the rotation, as Qwen3 does; a parameter-free norm commutes with it anyway.
+            q, k = rms_norm(q), rms_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         dropout = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
@@ -85,24 +149,35 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.fc = nn.Linear(cfg.d_model, 4 * cfg.d_model, bias=cfg.bias)
-        self.proj = nn.Linear(4 * cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.kind = cfg.mlp
+        hidden = mlp_hidden(cfg)
+        self.fc = nn.Linear(cfg.d_model, hidden, bias=cfg.bias)
+        if cfg.mlp == "swiglu":
+            self.gate = nn.Linear(cfg.d_model, hidden, bias=cfg.bias)
+        self.proj = nn.Linear(hidden, cfg.d_model, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(F.gelu(self.fc(x))))
+        h = self.fc(x)
+        if self.kind == "swiglu":
+            h = F.silu(self.gate(x)) * h  # SiLU(x W_gate) ⊙ x W_fc (Shazeer 2020)
+        elif self.kind == "relu2":
+            h = F.relu(h).square()  # Primer (So et al. 2021)
+        else:
+            h = F.gelu(h)
+        return self.dropout(self.proj(h))
 
 
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.ln_1 = make_norm(cfg)
         self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.ln_2 = make_norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, rope: tuple | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -115,6 +190,11 @@ class GPT(nn.Module):
         self.tok_emb = nn.Embedding(self.padded_vocab, cfg.d_model)
         if cfg.positional == "learned":
             self.pos_emb = nn.Embedding(cfg.context_length, cfg.d_model)
+        elif cfg.positional == "rope":
+            # Derived from the config, so not saved in checkpoints (persistent=False).
+            cos, sin = rope_tables(cfg.context_length, cfg.head_dim, cfg.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         else:
             # Derived from the config, so not saved in checkpoints (persistent=False).
             table = sinusoidal_table(cfg.context_length, cfg.d_model)
@@ -122,16 +202,19 @@ class GPT(nn.Module):
             self.embed_scale = math.sqrt(cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.ln_f = make_norm(cfg)
         self.lm_head = nn.Linear(cfg.d_model, self.padded_vocab, bias=False)
         if cfg.tie_embeddings:
             self.tok_emb.weight = self.lm_head.weight  # GPT-2 / nanoGPT weight tying
 
-        self.apply(self._init_weights)
-        # GPT-2: residual projections scaled by 1/sqrt(2 * n_layers), one per residual add.
-        for name, param in self.named_parameters():
-            if name.endswith("proj.weight"):
-                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+        if cfg.init == "nanochat":
+            self._init_nanochat()
+        else:
+            self.apply(self._init_weights)
+            # GPT-2: residual projections scaled by 1/sqrt(2 * n_layers), one per residual add.
+            for name, param in self.named_parameters():
+                if name.endswith("proj.weight"):
+                    nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
         with torch.no_grad():  # padding rows: never looked up, their logits masked
             self.tok_emb.weight[cfg.vocab_size :].zero_()
             self.lm_head.weight[cfg.vocab_size :].zero_()
@@ -155,6 +238,28 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
+    @torch.no_grad()
+    def _init_nanochat(self) -> None:
+        """nanochat's GPT.init_weights: every block starts as the identity (zero output
+        projections), inputs uniform with std 1/sqrt(d) (uniform: no outliers), a near-zero
+        head (std 0.001: uniform first predictions) and embeddings of std 0.8."""
+        bound = math.sqrt(3.0 / self.cfg.d_model)  # uniform(-b, b) has std b/sqrt(3)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear) and module is not self.lm_head:
+                if name.endswith("proj"):
+                    nn.init.zeros_(module.weight)
+                else:
+                    nn.init.uniform_(module.weight, -bound, bound)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+        nn.init.normal_(self.lm_head.weight, mean=0.0, std=0.001)
+        if not self.cfg.tie_embeddings:
+            nn.init.normal_(self.tok_emb.weight, mean=0.0, std=0.8)
+        if self.cfg.positional == "learned":
+            nn.init.normal_(self.pos_emb.weight, mean=0.0, std=0.02)
+
     def num_params(self, matmul_only: bool = False) -> int:
         """All parameters (tied ones once), or only those counted by flops_per_token; the
         vocabulary padding's zero rows are not counted."""
@@ -174,15 +279,20 @@ class GPT(nn.Module):
         if idx.size(1) > self.cfg.context_length:
             raise ValueError(f"sequence of {T} tokens > context_length {self.cfg.context_length}")
         x = self.tok_emb(idx)  # (B, T, d)
+        rope = None
         if self.cfg.positional == "learned":
             x = x + self.pos_emb(torch.arange(T, device=idx.device))  # (T, d) broadcast
+        elif self.cfg.positional == "rope":
+            rope = (self.rope_cos[:T], self.rope_sin[:T])  # applied to q, k in every block
         else:
             # Vaswani et al. §3.4 scale embeddings by sqrt(d) before adding the unit-amplitude
             # table; at GPT-2's init std 0.02 the positions would otherwise drown the tokens.
             x = x * self.embed_scale + self.pos_table[:T]
+        if self.cfg.embed_norm:
+            x = rms_norm(x)
         x = self.drop(x)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, rope)
         x = self.ln_f(x)
         if targets is None:
             return self.lm_head(x)[..., : self.cfg.vocab_size], None  # (B, T, V): no padding

@@ -308,7 +308,7 @@ def train(
         t0 = time.perf_counter()
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # per-group peaks (model/optim.py)
         batches = [loader.next_batch() for _ in range(cfg.grad_accum_steps)]
         loss = forward_backward(step_model, batches, precision, scaler)
         if not math.isfinite(loss):

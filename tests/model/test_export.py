@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -228,3 +229,46 @@ def test_checkpoint_of_a_run_on_a_url_root_is_fetched_into_an_owned_temp_folder(
     assert path.read_bytes() == b"weights"
     assert path.parent.parent == storage.tmp_dir and owner_alive(path.parent.name) is True
     storage.root.remove()
+
+
+def modern_shaped(**changes) -> ModelConfig:
+    from model.config import modern_config
+
+    return dataclasses.replace(modern_config(2, vocab_size=300, context_length=16), **changes)
+
+
+@pytest.mark.parametrize(
+    "changes, architecture",
+    [
+        ({}, "ApertusForCausalLM"),  # the modern preset: relu2 + QK-norm
+        ({"mlp": "swiglu"}, "Qwen3ForCausalLM"),
+        ({"mlp": "swiglu", "qk_norm": False}, "LlamaForCausalLM"),
+        ({"qk_norm": False, "mlp": "gelu", "embed_norm": False}, "ArceeForCausalLM"),
+        ({"tie_embeddings": True}, "ApertusForCausalLM"),
+    ],
+)
+def test_rope_models_round_trip_through_transformers_auto_class(tmp_path, changes, architecture):
+    from transformers import AutoModelForCausalLM
+
+    cfg = modern_shaped(**changes)
+    model = random_model(cfg)
+    ckpt = write_checkpoint(tmp_path / "checkpoint.pt", model)
+    config = export(ckpt, tmp_path / "hf", "hf")
+    assert config["architectures"] == [architecture]
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    assert type(hf).__name__ == architecture  # a transformers class: no trust_remote_code
+    idx = tokens(cfg)
+    with torch.no_grad():
+        out = hf(idx, labels=idx)
+        _, ours = model(idx[:, :-1].contiguous(), idx[:, 1:].contiguous())
+    assert (out.logits - our_logits(model, idx)).abs().max().item() < TOL
+    assert out.loss.item() == pytest.approx(ours.item(), rel=0.01)
+
+
+def test_models_no_transformers_class_fits_are_refused_in_one_line(tmp_path):
+    for cfg in (modern_shaped(norm="layernorm"), dataclasses.replace(SEEDS_SHAPED, mlp="relu2")):
+        ckpt = write_checkpoint(tmp_path / "checkpoint.pt", random_model(cfg))
+        with pytest.raises(DataError, match="no transformers class fits") as err:
+            export(ckpt, tmp_path / "hf", "hf")
+        assert "\n" not in str(err.value)
+        assert not (tmp_path / "hf").exists()

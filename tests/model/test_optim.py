@@ -62,3 +62,54 @@ def _repo():
     from pathlib import Path
 
     return Path(__file__).resolve().parents[2]
+
+
+def test_muon_takes_block_matrices_and_adamw_the_rest():
+    from model.config import modern_config
+    from model.optim import EMBEDDING_LR, MATRIX_LR, UNEMBEDDING_LR, MuonAdamW
+
+    for cfg in (
+        modern_config(2, vocab_size=50, context_length=8),
+        ModelConfig(vocab_size=50, context_length=8, d_model=16, n_heads=2, n_layers=1, bias=True),
+    ):
+        model = GPT(cfg)
+        opt = configure_optimizer(model, TrainConfig(optimizer="muon"), torch.device("cpu"))
+        assert isinstance(opt, MuonAdamW)
+        muon_ids = {id(p) for g in opt.muon.param_groups for p in g["params"]}
+        block_matrices = {id(p) for p in model.blocks.parameters() if p.dim() == 2}
+        assert muon_ids == block_matrices
+        grouped = [p for g in opt.param_groups for p in g["params"]]
+        assert len(grouped) == len({id(p) for p in grouped}) == len(list(model.parameters()))
+        head, emb = opt.adamw.param_groups[:2]
+        assert head["params"][0] is model.lm_head.weight
+        scale = (cfg.d_model / 768) ** -0.5
+        assert head["lr"] == pytest.approx(UNEMBEDDING_LR * scale)
+        assert emb["lr"] == pytest.approx(EMBEDDING_LR * scale)
+        assert opt.muon.param_groups[0]["lr"] == MATRIX_LR
+        # the schedule multiplies each group's own peak: lr_scale = peak / cfg.lr
+        for g in opt.param_groups:
+            assert g["lr"] == pytest.approx(g["lr_scale"] * 3e-4)
+
+
+def test_muon_step_moves_every_parameter_and_state_round_trips():
+    from model.config import modern_config
+
+    torch.manual_seed(0)
+    model = GPT(modern_config(1, vocab_size=50, context_length=8))
+    cfg = TrainConfig(optimizer="muon")
+    opt = configure_optimizer(model, cfg, torch.device("cpu"))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for _ in range(2):  # step 1: zero output projections pass no gradient further in
+        idx = torch.randint(0, 50, (2, 8))
+        model(idx, idx)[1].backward()
+        opt.step()
+        opt.zero_grad()
+    assert all(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    again = configure_optimizer(model, cfg, torch.device("cpu"))
+    again.load_state_dict(opt.state_dict())
+    a, b = opt.state_dict(), again.state_dict()
+    assert a["muon"]["param_groups"] == b["muon"]["param_groups"]
+    for part in ("muon", "adamw"):
+        for key, value in a[part]["state"].items():
+            for name, tensor in value.items():
+                assert torch.equal(tensor, b[part]["state"][key][name]), (part, name)

@@ -52,9 +52,12 @@ def test_checkpoint_mismatch_names_the_field(trained_run, shakespeare_tokens, tm
         check_compatible(state, cfg, tokenizer="o200k_base")
 
 
-def test_exact_resume_matches_a_straight_run(shakespeare_tokens, tmp_path):
+@pytest.mark.parametrize(
+    "recipe", [{}, {"preset": "modern", "optimizer": "muon"}], ids=["adamw", "modern-muon"]
+)
+def test_exact_resume_matches_a_straight_run(shakespeare_tokens, tmp_path, recipe):
     """6 steps straight == 3 steps, a crash at step 4, resume to 6: bitwise equal losses."""
-    cfg = small_cfg(max_steps=6, dropout=0.1, grad_accum_steps=2, checkpoint_interval=3)
+    cfg = small_cfg(max_steps=6, dropout=0.1, grad_accum_steps=2, checkpoint_interval=3, **recipe)
     # auto: bf16 autocast where the CPU has native bf16 (model/hardware.py), else fp32
     cfg = cfg.model_copy(update={"eval_interval": 100, "precision": "auto"})
     straight = train(cfg, shakespeare_tokens, tmp_path / "a")
