@@ -68,6 +68,29 @@ PRESETS: dict[str, ModelConfig] = {
     ),
 }
 
+
+
+def modern_config(
+    depth: int, vocab_size: int = GPT2_VOCAB_SIZE, context_length: int = 256
+) -> ModelConfig:
+    """The "modern" family at a depth: d_model = 64*depth, 64-wide heads, depth layers.
+
+    Placeholder, replaced by the arch branch (which adds rope, rmsnorm, qk_norm, relu2): only
+    today's ModelConfig fields, so the budget code can size a depth before that merge.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, got {depth}")
+    return ModelConfig(
+        vocab_size=vocab_size,
+        context_length=context_length,
+        d_model=64 * depth,
+        n_heads=depth,
+        n_layers=depth,
+        dropout=0.0,
+        bias=False,
+    )
+
+
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -77,7 +100,10 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: Literal["tiny", "mini", "gpt2-124m"] = "mini"
+    # modern: modern_config(depth); auto: the modern depth model/sizing.py picks for the
+    # budget (max_seconds, max_flops, else max_steps) and the data, recorded in the checkpoint.
+    preset: Literal["tiny", "mini", "gpt2-124m", "modern", "auto"] = "mini"
+    depth: int | None = Field(default=None, gt=0)  # preset modern's depth
     # Optional architecture overrides on top of the preset (None keeps the preset's value).
     d_model: int | None = Field(default=None, gt=0)
     n_layers: int | None = Field(default=None, gt=0)
@@ -109,19 +135,45 @@ class TrainConfig(BaseModel):
     eval_interval: int = Field(default=250, gt=0)  # steps between validation losses
     eval_tokens: int = Field(default=65536, gt=0)  # validation tokens (first of the val split)
     checkpoint_interval: int = Field(default=250, gt=0)  # steps between checkpoint writes
-    max_seconds: float | None = Field(default=None, gt=0)  # wall-clock budget for this call
+    # Budgets. max_seconds: wall-clock seconds of training (fit off: of this call);
+    # max_flops: training FLOPs = tokens * flops_per_token (model.gpt). With
+    # fit_schedule_to_budget (model/sizing.py plan_run) the run plans its step count so that
+    # warmup and cosine decay end when the budget does (max_steps stays an upper bound);
+    # False keeps the step schedule of max_steps and stops wherever it is at the budget.
+    max_seconds: float | None = Field(default=None, gt=0)
+    max_flops: float | None = Field(default=None, gt=0)
+    fit_schedule_to_budget: bool = True
 
     @model_validator(mode="after")
     def _check_architecture(self) -> TrainConfig:
         try:
-            self.model_config_for()
+            self.model_config_for(depth=1 if self.preset == "auto" else None)
         except ValueError as exc:
             raise ValueError(f"preset {self.preset} with overrides: {exc}") from None
         return self
 
-    def model_config_for(self, vocab_size: int | None = None) -> ModelConfig:
-        """The resolved architecture: the preset, the overrides, the dataset's vocabulary size."""
-        base = PRESETS[self.preset]
+    def model_config_for(
+        self, vocab_size: int | None = None, depth: int | None = None
+    ) -> ModelConfig:
+        """The resolved architecture: the preset, the overrides, the dataset's vocabulary size.
+
+        Preset "auto" needs `depth` (the one model/sizing.py chose); "modern" takes cfg.depth.
+        """
+        if self.preset in ("modern", "auto"):
+            chosen = depth if self.preset == "auto" else self.depth
+            if chosen is None:
+                raise ValueError(
+                    "preset modern needs depth" if self.preset == "modern"
+                    else "preset auto: the depth is chosen at train time (model/sizing.py)"
+                )
+            fixed = [n for n in ("d_model", "n_layers", "n_heads") if getattr(self, n)]
+            if fixed:
+                raise ValueError(f"{', '.join(fixed)} follow from the depth; do not set them")
+            if self.preset == "auto" and self.depth is not None:
+                raise ValueError("depth is what preset auto chooses; use preset modern to fix it")
+            base = modern_config(chosen, context_length=self.context_length or 256)
+        else:
+            base = PRESETS[self.preset]
         overrides = {
             name: getattr(self, name)
             for name in ("d_model", "n_layers", "n_heads", "context_length", "dropout")
@@ -134,7 +186,9 @@ class TrainConfig(BaseModel):
     @property
     def tokens_per_step(self) -> int:
         """Tokens one process trains on per optimizer step (the job's: times world size)."""
-        return self.batch_size * self.grad_accum_steps * self.model_config_for().context_length
+        depth = 1 if self.preset == "auto" else None  # the context length is the same at all
+        T = self.model_config_for(depth=depth).context_length
+        return self.batch_size * self.grad_accum_steps * T
 
 
 DEFAULT_PROMPTS = [
