@@ -69,7 +69,6 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-
 def modern_config(
     depth: int, vocab_size: int = GPT2_VOCAB_SIZE, context_length: int = 256
 ) -> ModelConfig:
@@ -163,7 +162,8 @@ class TrainConfig(BaseModel):
             chosen = depth if self.preset == "auto" else self.depth
             if chosen is None:
                 raise ValueError(
-                    "preset modern needs depth" if self.preset == "modern"
+                    "preset modern needs depth"
+                    if self.preset == "modern"
                     else "preset auto: the depth is chosen at train time (model/sizing.py)"
                 )
             fixed = [n for n in ("d_model", "n_layers", "n_heads") if getattr(self, n)]
