@@ -64,7 +64,8 @@ def lrs(out) -> list[float]:
 
 
 def flops_cfg(**overrides) -> TrainConfig:
-    return small_cfg(max_steps=1000, eval_interval=100, checkpoint_interval=100, **overrides)
+    base = dict(max_steps=1000, eval_interval=100, checkpoint_interval=100, eval_tokens=128)
+    return small_cfg(**(base | overrides))
 
 
 def test_flop_budget_plans_the_exact_steps_and_ends_the_decay(shakespeare_tokens, tmp_path):
@@ -99,28 +100,29 @@ def test_fit_off_cuts_the_step_schedule_at_the_budget(shakespeare_tokens, tmp_pa
 
 
 def seconds_cfg(**overrides) -> TrainConfig:
-    base = dict(max_steps=1000, max_seconds=20, eval_interval=5, checkpoint_interval=5)
+    base = dict(max_steps=1000, max_seconds=12, eval_interval=5, checkpoint_interval=5)
+    base |= {"eval_tokens": 128}
     return small_cfg(**(base | overrides))
 
 
 # On the fake clock: the step-0 val pass 0.5 s; rehearsal: 2 untimed steps + 1 timed (the
-# timing stops at 5% of 20 s = 1 s), 3 s; checkpoint writes 0 s. Left: 20 - 3.5 = 16.5 s, and
-# s steps cost s + 0.5 * ceil(s / 5): 15 steps cost 16.5 (16 would cost 18).
-PLANNED = 15
+# timing stops at 5% of 12 s = 0.6 s), 3 s; checkpoint writes 0 s. Left: 12 - 3.5 = 8.5 s, and
+# s steps cost s + 0.5 * ceil(s / 5): 7 steps cost 8 (8 would cost 9).
+PLANNED = 7
 
 
 def test_time_budget_plans_steps_that_finish_the_schedule(shakespeare_tokens, tmp_path, clock):
-    assert seconds_steps(16.5, 1.0, 0.5, 0.0, 5, 5, 1000) == PLANNED
+    assert seconds_steps(8.5, 1.0, 0.5, 0.0, 5, 5, 1000) == PLANNED
     cfg = seconds_cfg()
     summary = train(cfg, shakespeare_tokens, tmp_path, clock=clock)
     plan = summary["plan"]
     assert summary["steps"] == plan["steps"] == PLANNED and summary["schedule_finished"]
     assert summary["stopped"] == "max_seconds"
     assert plan["step_s"] == 1.0 and plan["eval_s"] == 0.5 and plan["probe_steps"] == 1
-    assert plan["tokens_per_s"] == TOKENS_PER_STEP and plan["warmup_steps"] == 1
-    assert summary["plan_summary"] == "budget 20 s: planned 15 steps (128 tok/s measured)"
+    assert plan["tokens_per_s"] == TOKENS_PER_STEP and plan["warmup_steps"] == 0
+    assert summary["plan_summary"] == "budget 12 s: planned 7 steps (128 tok/s measured)"
     assert lrs(tmp_path)[-1] == cfg.lr * cfg.min_lr_ratio
-    assert summary["elapsed_s"] == pytest.approx(20.0)  # the budget, spent exactly
+    assert summary["elapsed_s"] == pytest.approx(11.5)  # 3.5 + 7 steps + 2 val passes
 
 
 def test_rehearsal_steps_leave_no_trace(shakespeare_tokens, tmp_path, clock):
@@ -144,7 +146,7 @@ def test_resume_keeps_the_plan_and_trains_bitwise_alike(shakespeare_tokens, tmp_
     straight = train(cfg, shakespeare_tokens, tmp_path / "a", clock=clock)
 
     def crash(row):
-        if row.get("step") == 7 and "loss" in row:
+        if row.get("step") == 6 and "loss" in row:
             raise KeyboardInterrupt
 
     clock.now = 0.0
@@ -210,7 +212,7 @@ def test_auto_with_a_time_budget_measures_the_depths_it_considers():
 
 
 def test_auto_records_its_depth_and_resume_keeps_it(shakespeare_tokens, tmp_path, monkeypatch):
-    cfg = auto_cfg(max_flops=1e11, eval_tokens=1024, lr=3e-3, warmup_steps=2)
+    cfg = auto_cfg(max_flops=1.5e10, eval_tokens=128, lr=3e-3, warmup_steps=2)  # 5 steps
     cfg = cfg.model_copy(update={"checkpoint_interval": 2, "log_interval": 1, "precision": "fp32"})
 
     def crash(row):
