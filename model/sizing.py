@@ -89,6 +89,11 @@ class RunPlan:
         return f"{_budget(self)}: planned {self.steps:,} steps{speed}{cap}"
 
 
+def describe_plan(data: dict[str, Any]) -> str:
+    """RunPlan.describe of a plan as stored (checkpoint, metrics row, train.json)."""
+    return RunPlan.from_dict(data).describe()
+
+
 def _budget(plan: RunPlan) -> str:
     parts = []
     if plan.budget_s is not None:
