@@ -6,6 +6,8 @@
 Writes into out_dir: `checkpoint.pt` (latest, atomic), `metrics.jsonl` (one row per step, plus
 val rows), `loss_curve.png` and `train.json` (the summary returned). `resume=True` continues
 from out_dir/checkpoint.pt on exactly the batches and random numbers the run would have used.
+How many steps it makes is its plan (model/sizing.py): max_steps, or what fits a time or FLOP
+budget, fixed before step 1 and kept in the checkpoint.
 
 Under torchrun (`python -m model.train_cli`, see model/distributed.py) the same function trains
 one model data-parallel: DDP averages gradients, each rank takes its own block of every global

@@ -6,6 +6,7 @@ pass (0.5 s) runs, so every plan here is exact arithmetic, never a timing.
 """
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from model.gpt import flops_per_token
 from model.optim import lr_at
 from model.precision import setup_precision
 from model.sizing import TOKENS_PER_PARAM, choose_depth, seconds_steps
+from model.stages import describe_train
 from model.train import distributed_val_metrics, token_byte_lengths, train
 from tests.model.conftest import small_cfg
 
@@ -111,10 +113,16 @@ def seconds_cfg(**overrides) -> TrainConfig:
 PLANNED = 7
 
 
-def test_time_budget_plans_steps_that_finish_the_schedule(shakespeare_tokens, tmp_path, clock):
+def test_time_budget_plans_steps_that_finish_the_schedule(
+    shakespeare_tokens, tmp_path, clock, caplog
+):
     assert seconds_steps(8.5, 1.0, 0.5, 0.0, 5, 5, 1000) == PLANNED
     cfg = seconds_cfg()
-    summary = train(cfg, shakespeare_tokens, tmp_path, clock=clock)
+    with caplog.at_level(logging.INFO, logger="model.train"):
+        summary = train(cfg, shakespeare_tokens, tmp_path, clock=clock)
+    assert "budget 12 s: planned 7 steps (128 tok/s measured); max_seconds 12: " in caplog.text
+    described = describe_train(summary)
+    assert described.startswith("val bpb ") and "planned 7 steps" in described
     plan = summary["plan"]
     assert summary["steps"] == plan["steps"] == PLANNED and summary["schedule_finished"]
     assert summary["stopped"] == "max_seconds"
