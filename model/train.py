@@ -337,8 +337,12 @@ def train(
         tokens_seen, elapsed_before = int(state["tokens_seen"]), float(state["elapsed_s"])
         set_rng_state(own["rng"])
         rows = _read_rows(metrics_path, step)
-        if state.get("plan"):
-            plan = RunPlan.from_dict(state["plan"])  # the plan it made, not a new measurement
+        saved = RunPlan.from_dict(state["plan"]) if state.get("plan") else None
+        # A measured plan is kept (measuring again would change it); every other plan is a
+        # function of the config, so a resume with a new max_steps or budget plans anew.
+        budget = (cfg.max_seconds, cfg.max_flops)
+        if saved and saved.fitted and saved.step_s is not None:
+            plan = saved if (saved.budget_s, saved.max_flops) == budget else None
         del state
     barrier()  # every rank has read metrics.jsonl before rank 0 rewrites it
     if ctx.is_main:
@@ -441,9 +445,13 @@ def train(
             flop_steps = flops_steps(cfg.max_flops, tokens_per_step, flops)
         if not (budget and cfg.fit_schedule_to_budget):
             return step_schedule(cfg, flop_steps)
-        if step > 0:  # a checkpoint from before plans: its schedule was max_steps'
-            logger.warning("%s has no plan: following the max_steps schedule", ckpt_path)
-            return step_schedule(cfg)
+        if step > 0 and cfg.max_seconds is not None:  # too late to measure from the start
+            logger.warning(
+                "%s has no plan for max_seconds %g: following the max_steps schedule, cut at "
+                "the budget",
+                *(ckpt_path, cfg.max_seconds),
+            )
+            return step_schedule(cfg, flop_steps)
         limits, reasons = {"max_steps": cfg.max_steps}, {}
         measured: dict[str, Any] = {}
         if flop_steps is not None:
