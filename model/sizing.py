@@ -86,7 +86,8 @@ class RunPlan:
             return f"{_budget(self)}: schedule of max_steps, stops at the budget (fit off)"
         speed = f" ({self.tokens_per_s:,.0f} tok/s measured)" if self.tokens_per_s else ""
         cap = " (capped by max_steps)" if self.limited_by == "max_steps" else ""
-        return f"{_budget(self)}: planned {self.steps:,} steps{speed}{cap}"
+        steps = f"{self.steps:,} step{'' if self.steps == 1 else 's'}"
+        return f"{_budget(self)}: planned {steps}{speed}{cap}"
 
 
 def describe_plan(data: dict[str, Any]) -> str:

@@ -136,6 +136,9 @@ def optimizer_step(
 # back after ~4.7e12 FLOPs (~18 steps of 2,048 tokens). 2e13 keeps a 4x margin; short runs
 # (tests, smoke runs: tiny x 40 steps is ~4e11) stay eager.
 COMPILE_MIN_FLOPS = 2e13
+# The same payback for a time budget: compiling took C = 225 s there, so a budget under 4x
+# that (the same margin) stays eager: the compile would eat the budget, not speed it up.
+COMPILE_MIN_SECONDS = 4 * 225
 
 
 def resolve_compile(
@@ -153,6 +156,8 @@ def resolve_compile(
     if cfg.max_flops is not None:
         work = min(work, cfg.max_flops)
     if work < COMPILE_MIN_FLOPS:
+        return False
+    if cfg.max_seconds is not None and cfg.max_seconds < COMPILE_MIN_SECONDS:
         return False
     if device.type == "cuda":
         return True
@@ -621,7 +626,7 @@ def measure_flops(
     optimizer = configure_optimizer(probe, cfg, precision.device)
     scaler = precision.grad_scaler()
     x = torch.randint(arch.vocab_size, (cfg.batch_size, arch.context_length + 1))
-    batch = [(x[:, :-1], x[:, 1:])]
+    batch = [(x[:, :-1].contiguous(), x[:, 1:].contiguous())]
 
     def one() -> None:
         forward_backward(probe, batch, precision, scaler)

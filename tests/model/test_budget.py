@@ -219,6 +219,14 @@ def test_auto_with_a_time_budget_measures_the_depths_it_considers():
     assert "GFLOP/s measured" in by_time.reason
 
 
+def test_measured_speed_is_flops_per_second_of_a_step(clock):
+    cfg = auto_cfg(max_seconds=60, precision="fp32")
+    arch = cfg.model_config_for(50257, depth=1)
+    speed = train_module.measure_flops(arch, cfg, setup_precision("cpu", "fp32"), clock)
+    assert speed == flops_per_token(arch) * TOKENS_PER_STEP  # one fake second per step
+    assert clock.now == 1 + train_module.SIZING_STEPS  # one untimed step, then the timed ones
+
+
 def test_auto_records_its_depth_and_resume_keeps_it(shakespeare_tokens, tmp_path, monkeypatch):
     cfg = auto_cfg(max_flops=1.5e10, eval_tokens=128, lr=3e-3, warmup_steps=2)  # 5 steps
     cfg = cfg.model_copy(update={"checkpoint_interval": 2, "log_interval": 1, "precision": "fp32"})
