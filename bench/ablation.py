@@ -21,10 +21,10 @@ which is what compares across tokenizers). Rows, cumulative unless marked:
     init       + nanochat's init (zero output projections, lm_head std 0.001)
     muon       + Muon for the block matrices (nanochat's lrs): exactly preset "modern"
 
-So that each row ends its learning-rate schedule inside its budget, a short probe run first
-measures the row's tokens/s and max_steps is set to what fits in --seconds (warmup a tenth
-of it, at most TrainConfig's); max_seconds stops the run if it was optimistic. One JSON line
-per row on stdout, then a Markdown table with the change in val bpb against the baseline.
+Each row is a budgeted run (`max_seconds=--seconds`): the trainer times a few rehearsal steps,
+undoes them and plans the step count so warmup and cosine decay end when the budget does.
+One JSON line per row on stdout, then a Markdown table with the change in val bpb against the
+baseline.
 Compile stays off by default: its start-up time would count against the budget.
 """
 
@@ -76,8 +76,10 @@ class AblationConfig(TrainConfig):
 
     arch: dict[str, Any] = {}
 
-    def model_config_for(self, vocab_size: int | None = None) -> ModelConfig:
-        return dataclasses.replace(super().model_config_for(vocab_size), **self.arch)
+    def model_config_for(
+        self, vocab_size: int | None = None, depth: int | None = None
+    ) -> ModelConfig:
+        return dataclasses.replace(super().model_config_for(vocab_size, depth), **self.arch)
 
 
 def plan_rows(only: set[str] | None = None) -> list[dict[str, Any]]:
@@ -117,18 +119,15 @@ def run_row(row: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[s
         optimizer=row["optimizer"],
         arch=row["arch"],
     )
-    probe_cfg = AblationConfig(**base, max_steps=args.probe_steps, warmup_steps=0)
-    probe = train(probe_cfg, args.tokens, work / f"{row['row']}-probe")
-    steps = max(1, int(args.seconds * probe["tokens_per_s"] / probe_cfg.tokens_per_step))
-    warmup = min(TrainConfig.model_fields["warmup_steps"].default, steps // 10)
+    # The trainer plans the run for the budget: it times rehearsal steps (then undoes them) and
+    # fixes the step count so warmup and cosine decay end when the budget does.
     cfg = AblationConfig(
         **base,
-        max_steps=steps,
-        warmup_steps=warmup,
+        max_steps=1_000_000,  # the budget decides, not a step count
         max_seconds=args.seconds,
-        eval_interval=steps,
-        checkpoint_interval=steps,
-        log_interval=max(1, steps // 10),
+        eval_interval=1_000_000,
+        checkpoint_interval=1_000_000,
+        log_interval=50,
     )
     out = work / row["row"]
     summary = train(cfg, args.tokens, out)
@@ -149,7 +148,7 @@ def run_row(row: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[s
         "params": summary["params"],
         "flops_per_token": summary["flops_per_token"],
         "steps": summary["steps"],
-        "planned_steps": steps,
+        "planned_steps": summary.get("planned_steps"),
         "stopped": summary["stopped"],
         "tokens_seen": summary["tokens_seen"],
         "tokens_per_s": summary["tokens_per_s"],
@@ -185,7 +184,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=TrainConfig.model_fields["lr"].default)
     p.add_argument("--eval-tokens", type=int, default=65536)
-    p.add_argument("--probe-steps", type=int, default=3, help="steps timed to plan max_steps")
     p.add_argument("--precision", default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help="torch.compile every row")

@@ -125,6 +125,10 @@ def print_summary(record: dict[str, Any]) -> None:
         for key, label in RESULT_KEYS.items():
             if isinstance(extra.get(key), int | float):
                 notes.append(f"{label}: {extra[key]:.4g}")
+        if extra.get("plan_summary"):
+            notes.append(f"plan: {extra['plan_summary']}")
+        if extra.get("sizing_reason"):
+            notes.append(f"auto: {extra['sizing_reason']}")
         if isinstance(extra.get("hellaswag"), dict):
             hs = extra["hellaswag"]
             notes.append(
@@ -162,13 +166,14 @@ def print_summary(record: dict[str, Any]) -> None:
         console.print(f"{name}: {path}", soft_wrap=True)
 
 
-RESULT_KEYS = {
+RESULT_KEYS = {  # bits per byte first: it compares across tokenizers, val loss does not
+    "final_val_bpb": "val bpb",
+    "bits_per_byte": "bits per byte",
     "steps": "steps",
     "final_val_loss": "val loss",
     "tokens_per_s": "tokens/s",
     "val_loss": "val loss",
     "perplexity": "perplexity",
-    "bits_per_byte": "bits per byte",
 }
 
 

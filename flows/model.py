@@ -64,6 +64,7 @@ def train_version(
     config: PipelineConfig, tokens: Version, force: bool = False, resume: bool = True
 ) -> Version:
     """Reuse or train the model for `tokens` (resuming an interrupted run of the same plan)."""
+    from model.sizing import describe_plan
     from model.train import train
 
     logger = get_run_logger()
@@ -83,12 +84,20 @@ def train_version(
     )
 
     progress = Progress("train-progress", f"train version {plan.version_id}")
+    total = {"steps": config.train.max_steps}  # until the run's plan says how many
 
     def log(row: dict[str, Any]) -> None:
+        if "plan" in row:
+            total["steps"] = row["plan"]["steps"]
+            logger.info("train plan: %s (%s)", describe_plan(row["plan"]), row["plan"]["reason"])
+            return
         if "step" in row:
-            progress.update(row["step"], config.train.max_steps)
+            progress.update(row["step"], total["steps"])
         if "val_loss" in row:
-            logger.info("step %s: val loss %.4f", row.get("step"), row["val_loss"])
+            bpb = row.get("val_bpb")
+            shown = "n/a" if bpb is None else f"{bpb:.4f}"
+            step, loss = row.get("step"), row["val_loss"]
+            logger.info("step %s: val bpb %s, val loss %.4f", step, shown, loss)
         elif "loss" in row:
             logger.info(
                 "step %s: loss %.4f, lr %.2e, %.0f tokens/s",

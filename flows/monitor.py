@@ -53,19 +53,24 @@ def loss_markdown(metrics_path: Path, curve_png: Path, rows: int = 12) -> str:
     lines = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()]
     train = [r for r in lines if "loss" in r]
     val = {r["step"]: r["val_loss"] for r in lines if "val_loss" in r}
+    bpb = {r["step"]: r.get("val_bpb") for r in lines if "val_loss" in r}
     picked = train[:: max(1, len(train) // rows)] + train[-1:] if train else []
-    table = ["| step | train loss | val loss | tokens/s |", "|---:|---:|---:|---:|"]
+    table = ["| step | train loss | val bpb | val loss | tokens/s |", "|---:|---:|---:|---:|---:|"]
     seen = set()
     for row in picked:
         if row["step"] in seen:
             continue
         seen.add(row["step"])
-        val_loss = val.get(row["step"])
+        val_loss, val_bpb = val.get(row["step"]), bpb.get(row["step"])
         table.append(
             f"| {row['step']} | {row['loss']:.4f} | "
+            f"{'' if val_bpb is None else f'{val_bpb:.4f}'} | "
             f"{'' if val_loss is None else f'{val_loss:.4f}'} | {row.get('tokens_per_s', 0):.0f} |"
         )
+    plans = [r["plan"] for r in lines if "plan" in r]
     parts = ["# Training loss", ""]
+    if plans:
+        parts += [f"Plan: {plans[-1]['reason']}", ""]
     if curve_png.exists():
         encoded = base64.b64encode(curve_png.read_bytes()).decode()
         parts += [f"![loss curve](data:image/png;base64,{encoded})", ""]

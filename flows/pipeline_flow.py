@@ -61,10 +61,17 @@ def summary_markdown(record: RunRecord) -> str:
             f"| {stage} | `{version['version_id']}` | {version['reused']} | "
             f"{counts.get('docs_in', '-')} | {counts.get('docs_out', '-')} | {drops} |"
         )
+    trained = record.data["versions"].get("train", {}).get("counts", {}).get("extra", {})
+    if trained.get("plan_summary"):
+        lines += ["", "## Training", "", f"- plan: {trained['plan_summary']}"]
+        if isinstance(trained.get("final_val_bpb"), int | float):
+            lines.append(f"- final val bits per byte: {trained['final_val_bpb']:.4f}")
+        if trained.get("sizing_reason"):
+            lines.append(f"- preset auto: {trained['sizing_reason']}")
     evaluation = record.data["versions"].get("evaluate", {}).get("counts", {}).get("extra", {})
     if evaluation:
         lines += ["", "## Evaluation", "", "| metric | value |", "|---|---:|"]
-        for key in ("val_loss", "perplexity", "bits_per_byte"):
+        for key in ("bits_per_byte", "val_loss", "perplexity"):
             if isinstance(evaluation.get(key), int | float):
                 lines.append(f"| {key.replace('_', ' ')} | {evaluation[key]:.4f} |")
         for name, value in (evaluation.get("hellaswag") or {}).items():

@@ -132,8 +132,10 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: Literal["tiny", "mini", "gpt2-124m", "modern"] = "mini"
-    depth: int | None = Field(default=None, gt=0)  # modern: modern_config(depth)
+    # modern: modern_config(depth); auto: the modern depth model/sizing.py picks for the
+    # budget (max_seconds, max_flops, else max_steps) and the data, recorded in the checkpoint.
+    preset: Literal["tiny", "mini", "gpt2-124m", "modern", "auto"] = "mini"
+    depth: int | None = Field(default=None, gt=0)  # preset modern's depth (default 4)
     # muon: Muon on the blocks' matrices, AdamW elsewhere, nanochat's lrs (model/optim.py).
     optimizer: Literal["adamw", "muon"] = "adamw"
     # Optional architecture overrides on top of the preset (None keeps the preset's value).
@@ -167,22 +169,41 @@ class TrainConfig(BaseModel):
     eval_interval: int = Field(default=250, gt=0)  # steps between validation losses
     eval_tokens: int = Field(default=65536, gt=0)  # validation tokens (first of the val split)
     checkpoint_interval: int = Field(default=250, gt=0)  # steps between checkpoint writes
-    max_seconds: float | None = Field(default=None, gt=0)  # wall-clock budget for this call
+    # Budgets. max_seconds: wall-clock seconds of training (fit off: of this call);
+    # max_flops: training FLOPs = tokens * flops_per_token (model.gpt). With
+    # fit_schedule_to_budget (model/sizing.py plan_run) the run plans its step count so that
+    # warmup and cosine decay end when the budget does (max_steps stays an upper bound);
+    # False keeps the step schedule of max_steps and stops wherever it is at the budget.
+    max_seconds: float | None = Field(default=None, gt=0)
+    max_flops: float | None = Field(default=None, gt=0)
+    fit_schedule_to_budget: bool = True
 
     @model_validator(mode="after")
     def _check_architecture(self) -> TrainConfig:
         try:
-            self.model_config_for()
+            self.model_config_for(depth=1 if self.preset == "auto" else None)
         except ValueError as exc:
             raise ValueError(f"preset {self.preset} with overrides: {exc}") from None
         return self
 
-    def model_config_for(self, vocab_size: int | None = None) -> ModelConfig:
-        """The resolved architecture: the preset, the overrides, the dataset's vocabulary size."""
+    def model_config_for(
+        self, vocab_size: int | None = None, depth: int | None = None
+    ) -> ModelConfig:
+        """The resolved architecture: the preset, the overrides, the dataset's vocabulary size.
+
+        Preset "auto" needs `depth` (the one model/sizing.py chose); "modern" takes cfg.depth.
+        """
         if self.depth is not None and self.preset != "modern":
-            raise ValueError(f"depth is for preset modern, not {self.preset}")
-        if self.preset == "modern":
-            base = modern_config(self.depth or MODERN_DEPTH)
+            hint = "; use preset modern to fix it" if self.preset == "auto" else ""
+            raise ValueError(f"depth is for preset modern, not {self.preset}{hint}")
+        if self.preset in ("modern", "auto"):
+            chosen = depth if self.preset == "auto" else self.depth or MODERN_DEPTH
+            if chosen is None:
+                raise ValueError("preset auto: the depth is chosen at train time (model/sizing.py)")
+            fixed = [n for n in ("d_model", "n_layers", "n_heads") if getattr(self, n)]
+            if fixed and self.preset == "auto":  # modern takes them as overrides
+                raise ValueError(f"{', '.join(fixed)}: preset auto chooses them; use preset modern")
+            base = modern_config(chosen, context_length=self.context_length or 256)
         else:
             base = PRESETS[self.preset]
         overrides = {
@@ -197,7 +218,9 @@ class TrainConfig(BaseModel):
     @property
     def tokens_per_step(self) -> int:
         """Tokens one process trains on per optimizer step (the job's: times world size)."""
-        return self.batch_size * self.grad_accum_steps * self.model_config_for().context_length
+        depth = 1 if self.preset == "auto" else None  # the context length is the same at all
+        T = self.model_config_for(depth=depth).context_length
+        return self.batch_size * self.grad_accum_steps * T
 
 
 DEFAULT_PROMPTS = [

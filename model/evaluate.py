@@ -159,9 +159,10 @@ def evaluate(
         "trained_on": state.get("token_dataset"),
         "val_set_sha256": val.sha256,
         "val_set": val.identity() | {"targets": int(nll.size)},
+        # The headline: bits per byte compares across tokenizers, loss per token does not.
+        "bits_per_byte": bits_per_byte(nll, targets, encoding.decode_bytes, info.eot_token),
         "val_loss": loss,
         "perplexity": math.exp(loss) if loss < 700 else float("inf"),
-        "bits_per_byte": bits_per_byte(nll, targets, encoding.decode_bytes, info.eot_token),
         "device": str(precision.device),
         "precision": precision.name,
     }

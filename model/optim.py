@@ -15,18 +15,24 @@ import torch
 from model.config import TrainConfig
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(
+    step: int, cfg: TrainConfig, total_steps: int | None = None, warmup_steps: int | None = None
+) -> float:
     """Learning rate of optimizer update `step` (0-based): linear warmup, then cosine decay.
 
-    Warmup rises to cfg.lr over cfg.warmup_steps; cosine decays to cfg.lr * min_lr_ratio at
-    cfg.max_steps and stays there (nanoGPT's get_lr; min_lr = lr/10 per Chinchilla).
+    Warmup rises to cfg.lr over `warmup_steps`; cosine decays to cfg.lr * min_lr_ratio at
+    update `total_steps` and stays there (nanoGPT's get_lr; min_lr = lr/10 per Chinchilla).
+    Both default to the config's (warmup_steps, max_steps); a budgeted run passes its plan's
+    (model/sizing.py RunPlan).
     """
+    total = cfg.max_steps if total_steps is None else total_steps
+    warmup = cfg.warmup_steps if warmup_steps is None else warmup_steps
     min_lr = cfg.lr * cfg.min_lr_ratio
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / (cfg.warmup_steps + 1)
-    if step >= cfg.max_steps:
+    if step < warmup:
+        return cfg.lr * (step + 1) / (warmup + 1)
+    if step >= total:
         return min_lr
-    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = (step - warmup) / max(1, total - warmup)
     coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
     return min_lr + coeff * (cfg.lr - min_lr)
 

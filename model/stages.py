@@ -18,7 +18,10 @@ from pipeline.tokenize.tokenizer import check_token_dataset
 # The modules that shape the trained model (not plots, export, doctor or the hardware cache).
 TRAIN_CODE = tuple(
     f"model/{name}.py"
-    for name in ("config", "gpt", "head", "data", "optim", "precision", "distributed", "train")
+    for name in (
+        *("config", "gpt", "head", "data", "optim", "precision", "distributed", "train"),
+        "sizing",
+    )
 ) + ("model/checkpoint.py", "model/evaluate.py", "pipeline/stage.py")  # val loss: evaluate.py
 EVAL_CODE = tuple(
     f"model/{name}.py"
@@ -71,16 +74,24 @@ def evaluate_command(
 
 
 def describe_train(extra: dict[str, Any]) -> str:
-    return (
-        f"{extra['steps']} steps, train loss {extra['first_loss']:.3f} → "
-        f"{extra['last_loss']:.3f}, val loss {extra['final_val_loss']:.3f}"
-    )
+    bpb = extra.get("final_val_bpb")
+    parts = [
+        *([f"val bpb {bpb:.3f}"] if bpb is not None else []),
+        f"{extra['steps']} steps",
+        f"train loss {extra['first_loss']:.3f} → {extra['last_loss']:.3f}",
+        f"val loss {extra['final_val_loss']:.3f}",
+    ]
+    if extra.get("plan_summary"):
+        parts.append(extra["plan_summary"])
+    if extra.get("depth") is not None:
+        parts.append(f"auto depth {extra['depth']}")
+    return ", ".join(parts)
 
 
 def describe_eval(extra: dict[str, Any]) -> str:
     return (
-        f"val loss {extra['val_loss']:.3f}, perplexity {extra['perplexity']:.1f}, "
-        f"bits per byte {extra['bits_per_byte']:.3f}"
+        f"bits per byte {extra['bits_per_byte']:.3f}, val loss {extra['val_loss']:.3f}, "
+        f"perplexity {extra['perplexity']:.1f}"
     )
 
 

@@ -6,6 +6,8 @@
 Writes into out_dir: `checkpoint.pt` (latest, atomic), `metrics.jsonl` (one row per step, plus
 val rows), `loss_curve.png` and `train.json` (the summary returned). `resume=True` continues
 from out_dir/checkpoint.pt on exactly the batches and random numbers the run would have used.
+How many steps it makes is its plan (model/sizing.py): max_steps, or what fits a time or FLOP
+budget, fixed before step 1 and kept in the checkpoint.
 
 Under torchrun (`python -m model.train_cli`, see model/distributed.py) the same function trains
 one model data-parallel: DDP averages gradients, each rank takes its own block of every global
@@ -39,10 +41,11 @@ from model.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from model.config import TrainConfig
+from model.config import ModelConfig, TrainConfig
 from model.data import (
     TokenLoader,
     ValidationSet,
+    encoding_for,
     read_token_manifest,
     token_folder,
     tokenizer_spec,
@@ -57,12 +60,25 @@ from model.distributed import (
     gather_to_main,
     init_distributed,
 )
-from model.evaluate import token_losses, val_loss
+from model.evaluate import token_losses
 from model.gpt import GPT, flops_per_token
 from model.hardware import Choice, choose_threads
 from model.optim import configure_optimizer, lr_at
 from model.plots import plot_loss_curve
 from model.precision import Precision, mfu, peak_flops, setup_precision
+from model.sizing import (
+    BUDGET_OVERRUN,
+    PROBE_MAX_FRACTION,
+    PROBE_STEPS,
+    PROBE_WARMUP_STEPS,
+    SIZING_STEPS,
+    RunPlan,
+    choose_depth,
+    fitted_plan,
+    flops_steps,
+    seconds_steps,
+    step_schedule,
+)
 from pipeline.errors import DataError
 from pipeline.store.fs import Folder, atomic_write
 
@@ -121,16 +137,28 @@ def optimizer_step(
 # back after ~4.7e12 FLOPs (~18 steps of 2,048 tokens). 2e13 keeps a 4x margin; short runs
 # (tests, smoke runs: tiny x 40 steps is ~4e11) stay eager.
 COMPILE_MIN_FLOPS = 2e13
+# The same payback for a time budget: compiling took C = 225 s there, so a budget under 4x
+# that (the same margin) stays eager: the compile would eat the budget, not speed it up.
+COMPILE_MIN_SECONDS = 4 * 225
 
 
-def resolve_compile(cfg: TrainConfig, device: torch.device, vocab_size: int | None = None) -> bool:
+def resolve_compile(
+    cfg: TrainConfig,
+    device: torch.device,
+    vocab_size: int | None = None,
+    model_cfg: ModelConfig | None = None,
+) -> bool:
     """cfg.compile, with "auto" resolved: on where compiling pays back within the run (enough
     training FLOPs, see COMPILE_MIN_FLOPS) and the device has a compiler backend."""
     if cfg.compile != "auto":
         return bool(cfg.compile)
-    model_cfg = cfg.model_config_for(vocab_size)
+    model_cfg = model_cfg or cfg.model_config_for(vocab_size, depth=1)  # auto: its smallest
     work = cfg.max_steps * cfg.tokens_per_step * flops_per_token(model_cfg)
+    if cfg.max_flops is not None:
+        work = min(work, cfg.max_flops)
     if work < COMPILE_MIN_FLOPS:
+        return False
+    if cfg.max_seconds is not None and cfg.max_seconds < COMPILE_MIN_SECONDS:
         return False
     if device.type == "cuda":
         return True
@@ -144,25 +172,54 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # seeds CUDA too
 
 
-def distributed_val_loss(
+def distributed_val_metrics(
     model: torch.nn.Module,
     val: ValidationSet,
     context_length: int,
     batch_size: int,
     precision: Precision,
     ctx: DistContext,
-) -> float:
-    """Mean NLL per token over the fixed val set, each rank scoring a contiguous share of its
-    windows: the same number as `val_loss` in one process, in 1/world_size of the time."""
+    byte_lengths: np.ndarray | None = None,
+    eot_token: int | None = None,
+) -> tuple[float, float | None]:
+    """Mean NLL per token and bits per byte (None without `byte_lengths`) over the fixed val
+    set, each rank scoring a contiguous share of its windows: the same numbers as `val_loss`
+    and `bits_per_byte` in one process, in 1/world_size of the time."""
     T, W = context_length, ctx.world_size
     windows = (len(val.tokens) - 1) // T
     if W == 1 or windows < W:
-        return val_loss(model, val, T, batch_size, precision)
-    lo, hi = windows * ctx.rank // W, windows * (ctx.rank + 1) // W
-    nll, _ = token_losses(model, val.tokens[lo * T : hi * T + 1], T, batch_size, precision)
-    total = torch.tensor([nll.sum(), nll.size], dtype=torch.float64, device=precision.device)
-    all_reduce_sum(total)
-    return (total[0] / total[1]).item()
+        lo, hi = 0, windows
+    else:
+        lo, hi = windows * ctx.rank // W, windows * (ctx.rank + 1) // W
+    nll, targets = token_losses(model, val.tokens[lo * T : hi * T + 1], T, batch_size, precision)
+    text_nll, n_bytes = float("nan"), 0.0
+    if byte_lengths is not None:
+        keep = targets != eot_token
+        text_nll, n_bytes = nll[keep].sum(), byte_lengths[targets[keep]].sum()
+    sums = [nll.sum(), nll.size, text_nll, n_bytes]
+    total = torch.tensor(sums, dtype=torch.float64, device=precision.device)
+    if W > 1 and windows >= W:
+        all_reduce_sum(total)
+    loss = (total[0] / total[1]).item()
+    if byte_lengths is None or total[3].item() == 0:
+        return loss, None
+    return loss, (total[2] / (math.log(2) * total[3])).item()
+
+
+def time_steps(
+    step: Callable[[], object], clock: Callable[[], float], warmup: int, steps: int, max_s: float
+) -> tuple[float, int]:
+    """Mean seconds per call of `step` after `warmup` untimed calls, over `steps` timed calls
+    or fewer once they took max_s (at least one); and how many were timed."""
+    for _ in range(warmup):
+        step()
+    timed, total = 0, 0.0
+    while timed < steps and (timed == 0 or total < max_s):
+        t0 = clock()
+        step()
+        total += clock() - t0
+        timed += 1
+    return total / timed, timed
 
 
 def _read_rows(path: Path, up_to_step: int) -> list[dict[str, Any]]:
@@ -173,6 +230,28 @@ def _read_rows(path: Path, up_to_step: int) -> list[dict[str, Any]]:
     return [row for row in rows if row.get("step", 0) <= up_to_step]
 
 
+def _resume_state(ckpt_path: Path, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None for a fresh start. A step-0 checkpoint (a
+    budgeted run writes one to time the write) holds nothing a fresh start would not redo."""
+    if not resume:
+        return None
+    if not ckpt_path.exists():
+        logger.warning("%s not found: starting a fresh run", ckpt_path)
+        return None
+    state = load_checkpoint(ckpt_path)
+    return state if int(state["step"]) > 0 else None
+
+
+def token_byte_lengths(encoding: Any, size: int = 0) -> np.ndarray:
+    """UTF-8 bytes each token id decodes to (0 where the encoding has no such id), for at
+    least `size` ids: the bytes of any target sequence are then a sum, not a decode."""
+    lengths = np.zeros(max(encoding.n_vocab, size), dtype=np.int64)
+    for token in range(encoding.n_vocab):
+        with contextlib.suppress(KeyError):  # gaps in some encodings' id ranges
+            lengths[token] = len(encoding.decode_single_token_bytes(token))
+    return lengths
+
+
 def train(
     cfg: TrainConfig,
     token_dir: Path | str | Folder,
@@ -180,17 +259,22 @@ def train(
     resume: bool = False,
     on_log: Callable[[dict], None] | None = None,
     ctx: DistContext | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
-    """Run (or resume) training to cfg.max_steps or cfg.max_seconds; the run's summary.
+    """Run (or resume) training to its plan (model/sizing.py): cfg.max_steps, or the steps
+    that fit cfg.max_seconds / cfg.max_flops; the run's summary.
 
     `ctx` defaults to `init_distributed(cfg.device)`: one process, or this rank under torchrun.
-    `on_log` is called on rank 0 only.
+    `on_log` is called on rank 0 only. `clock` (seconds) times steps and budgets; tests pass
+    a fake one.
     """
     token_dir, out_dir = token_folder(token_dir), Path(out_dir)
     ctx = ctx or init_distributed(cfg.device)
     info = read_token_manifest(token_dir)
-    model_cfg = cfg.model_config_for(info.vocab_size)
-    T = model_cfg.context_length
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    metrics_path = out_dir / "metrics.jsonl"
+    state = _resume_state(ckpt_path, resume)
+    T = cfg.model_config_for(info.vocab_size, depth=1).context_length  # the same at any depth
     # Data problems surface here, before any model is built.
     split = token_dir / "train"
     loader = TokenLoader(
@@ -205,6 +289,32 @@ def train(
     if ctx.is_main:
         logger.info("precision %s: %s", precision.name, precision.reason)
         logger.info("%d threads: %s", threads.value, threads.reason)
+    # Val bits per byte: the bytes each target token stands for (EOT excluded).
+    byte_lengths = token_byte_lengths(encoding_for(token_dir), info.vocab_size)
+    tokens_per_step = ctx.world_size * cfg.tokens_per_step
+
+    sizing: dict[str, Any] | None = None
+    depth = None
+    if cfg.preset == "auto" and state is not None:  # resume: the depth the run chose, kept
+        if (state.get("train_config") or {}).get("preset") != "auto" or not state.get("sizing"):
+            raise DataError(f"{ckpt_path}: not a checkpoint of a preset=auto run")
+        sizing = state["sizing"]
+        depth = int(sizing["depth"])
+    elif cfg.preset == "auto":
+        started_sizing = clock()
+
+        def measure(arch: ModelConfig) -> float:
+            flops = measure_flops(arch, cfg, precision, clock)
+            total = torch.tensor([flops], dtype=torch.float64, device=precision.device)
+            return all_reduce_mean(total).item()  # every rank sizes alike
+
+        train_tokens = info.tokens_train or loader.total_tokens
+        chosen = choose_depth(cfg, info.vocab_size, train_tokens, tokens_per_step, measure)
+        sizing = chosen.to_dict() | {"sizing_s": round(clock() - started_sizing, 3)}
+        depth = chosen.depth
+        if ctx.is_main:
+            logger.info("preset auto: %s", chosen.reason)
+    model_cfg = cfg.model_config_for(info.vocab_size, depth=depth)
 
     _seed_everything(cfg.seed)  # the same initial weights on every rank
     model = GPT(model_cfg).to(precision.device)
@@ -212,12 +322,10 @@ def train(
         _seed_everything(cfg.seed + ctx.rank)  # but other dropout masks (nanoGPT: seed + rank)
     optimizer = configure_optimizer(model, cfg, precision.device)
     scaler = precision.grad_scaler()
-    ckpt_path = out_dir / CHECKPOINT_NAME
-    metrics_path = out_dir / "metrics.jsonl"
     step, tokens_seen, elapsed_before, resumed_from = 0, 0, 0.0, None
     rows: list[dict[str, Any]] = []
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
+    plan: RunPlan | None = None
+    if state is not None:
         check_compatible(state, model_cfg, info.tokenizer, ckpt_path)
         own = rank_state(state, ctx.rank, ctx.world_size, ckpt_path)
         if state.get("token_dataset") != info.version_id:
@@ -234,14 +342,19 @@ def train(
         tokens_seen, elapsed_before = int(state["tokens_seen"]), float(state["elapsed_s"])
         set_rng_state(own["rng"])
         rows = _read_rows(metrics_path, step)
-    elif resume:
-        logger.warning("%s not found: starting a fresh run", ckpt_path)
+        saved = RunPlan.from_dict(state["plan"]) if state.get("plan") else None
+        # A measured plan is kept (measuring again would change it); every other plan is a
+        # function of the config, so a resume with a new max_steps or budget plans anew.
+        budget = (cfg.max_seconds, cfg.max_flops)
+        if saved and saved.fitted and saved.step_s is not None:
+            plan = saved if (saved.budget_s, saved.max_flops) == budget else None
+        del state
     barrier()  # every rank has read metrics.jsonl before rank 0 rewrites it
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
-    use_compile = resolve_compile(cfg, precision.device, info.vocab_size)
+    use_compile = resolve_compile(cfg, precision.device, model_cfg=model_cfg)
     compiled = torch.compile(model) if use_compile else model
     if ctx.is_main:
         logger.info("torch.compile %s (compile=%s)", "on" if use_compile else "off", cfg.compile)
@@ -253,8 +366,7 @@ def train(
     flops = flops_per_token(model_cfg)
     peak = peak_flops(precision.device)
     peak = peak * ctx.world_size if peak else None  # MFU of all the job's GPUs
-    tokens_per_step = ctx.world_size * cfg.tokens_per_step
-    started = time.perf_counter()
+    started = clock()
     step_time, steps_run, last_saved, stopped = 0.0, 0, resumed_from, "max_steps"
 
     def record(row: dict[str, Any], notify: bool) -> None:
@@ -268,23 +380,27 @@ def train(
 
     def evaluate_now() -> None:
         # The plain (compiled) module: DDP is only needed where gradients flow.
-        loss = distributed_val_loss(compiled, val, T, cfg.batch_size, precision, ctx)
+        loss, bpb = distributed_val_metrics(
+            compiled, val, T, cfg.batch_size, precision, ctx, byte_lengths, info.eot_token
+        )
         if ctx.is_main:
-            logger.info("step %d | val loss %.4f", step, loss)
-        elapsed = elapsed_before + time.perf_counter() - started
-        record({"step": step, "val_loss": loss, "elapsed": round(elapsed, 3)}, notify=True)
+            shown = "n/a" if bpb is None else f"{bpb:.4f}"
+            logger.info("step %d | val bpb %s | val loss %.4f", step, shown, loss)
+        elapsed = elapsed_before + clock() - started
+        row = {"step": step, "val_loss": loss, "val_bpb": bpb, "elapsed": round(elapsed, 3)}
+        record(row, notify=True)
 
     def save() -> None:
         nonlocal last_saved
         ranks = gather_to_main({"rng": rng_state(), "data": loader.state_dict()})
         if ctx.is_main:
-            state = {
+            checkpoint = {
                 "model": model.state_dict(),  # the unwrapped module: no _orig_mod./module.
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(),
                 "step": step,
                 "tokens_seen": tokens_seen,
-                "elapsed_s": elapsed_before + time.perf_counter() - started,
+                "elapsed_s": elapsed_before + clock() - started,
                 "rng": ranks[0]["rng"],  # rank 0's, as a single process saves them
                 "data": ranks[0]["data"],
                 "ranks": ranks,  # every rank's {"rng", "data"}, in rank order
@@ -297,20 +413,125 @@ def train(
                 "tokenizer_spec": tokenizer_spec(token_dir),
                 "token_dataset": info.version_id,
                 "val_set": val.identity(),
+                "plan": plan.to_dict() if plan else None,  # resume follows the same plan
+                "sizing": sizing,  # preset auto: the depth chosen, and why
             }
-            save_checkpoint(ckpt_path, state)
+            save_checkpoint(ckpt_path, checkpoint)
         barrier()  # no rank goes on (or exits) before the checkpoint is on disk
         last_saved = step
 
-    if step == 0:
-        evaluate_now()  # the untrained model's val loss anchors the curve (~ln V)
-    while step < cfg.max_steps:
-        t0 = time.perf_counter()
-        lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)  # per-group peaks (model/optim.py)
+    def train_step() -> float:
         batches = [loader.next_batch() for _ in range(cfg.grad_accum_steps)]
         loss = forward_backward(step_model, batches, precision, scaler)
+        return loss
+
+    def probe_speed() -> tuple[float, int]:
+        """Seconds per step, timed on rehearsal steps that are then undone: the weights,
+        optimizer, scaler, data cursor and RNGs are put back, so the run trains exactly as
+        it would have without them (its numbers depend on the plan alone)."""
+        nonlocal optimizer, scaler
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        cursor, rng = loader.state_dict(), rng_state()
+
+        def rehearse() -> None:
+            train_step()
+            optimizer_step(model, optimizer, scaler, cfg.grad_clip)
+
+        max_s = PROBE_MAX_FRACTION * (cfg.max_seconds or math.inf)
+        step_s, timed = time_steps(rehearse, clock, PROBE_WARMUP_STEPS, PROBE_STEPS, max_s)
+        model.load_state_dict(weights)
+        optimizer = configure_optimizer(model, cfg, precision.device)  # fresh: no moments
+        scaler = precision.grad_scaler()
+        loader.load_state_dict(cursor)
+        set_rng_state(rng)
+        return step_s, timed
+
+    def make_plan(eval_s: float) -> RunPlan:
+        budget = cfg.max_seconds is not None or cfg.max_flops is not None
+        flop_steps = None
+        if cfg.max_flops is not None:
+            flop_steps = flops_steps(cfg.max_flops, tokens_per_step, flops)
+        if not (budget and cfg.fit_schedule_to_budget):
+            return step_schedule(cfg, flop_steps)
+        if step > 0 and cfg.max_seconds is not None:  # too late to measure from the start
+            logger.warning(
+                "%s has no plan for max_seconds %g: following the max_steps schedule, cut at "
+                "the budget",
+                *(ckpt_path, cfg.max_seconds),
+            )
+            return step_schedule(cfg, flop_steps)
+        limits, reasons = {"max_steps": cfg.max_steps}, {}
+        measured: dict[str, Any] = {}
+        if flop_steps is not None:
+            limits["max_flops"] = flop_steps
+            reasons["max_flops"] = (
+                f"max_flops {cfg.max_flops:.4g} // ({tokens_per_step:,} tokens/step x "
+                f"{flops:,} FLOPs/token) = {flop_steps:,} steps"
+            )
+        if cfg.max_seconds is not None:
+            step_s, timed = probe_speed()
+            t0 = clock()
+            save()  # the step-0 checkpoint, timed: what each later write will cost
+            checkpoint_s = clock() - t0
+            remaining = cfg.max_seconds - (clock() - started) - checkpoint_s  # + the next
+            fit = seconds_steps(
+                remaining,
+                step_s,
+                eval_s,
+                checkpoint_s,
+                cfg.eval_interval,
+                cfg.checkpoint_interval,
+                cfg.max_steps,
+            )
+            limits["max_seconds"] = fit
+            reasons["max_seconds"] = (
+                f"max_seconds {cfg.max_seconds:g}: {remaining:.1f} s left after setup fit "
+                f"{fit:,} steps of {step_s:.3g} s (timed over {timed}), a val pass "
+                f"({eval_s:.3g} s) every {cfg.eval_interval} and a checkpoint "
+                f"({checkpoint_s:.3g} s) every {cfg.checkpoint_interval}"
+            )
+            measured = {
+                "tokens_per_s": tokens_per_step / step_s,
+                "step_s": step_s,
+                "eval_s": eval_s,
+                "checkpoint_s": checkpoint_s,
+                "probe_steps": timed,
+            }
+        return fitted_plan(cfg, limits, reasons, **measured)
+
+    if step == 0:
+        t0 = clock()
+        evaluate_now()  # the untrained model's val loss anchors the curve (~ln V)
+        eval_s = clock() - t0
+        if use_compile:  # the first pass compiled the eval graph: time a second one
+            t0 = clock()
+            distributed_val_metrics(compiled, val, T, cfg.batch_size, precision, ctx)
+            eval_s = clock() - t0
+    if plan is None:
+        plan = make_plan(eval_s if step == 0 else 0.0)
+        if ctx.is_main:
+            logger.info("%s; %s", plan.describe(), plan.reason)
+        record({"step": step, "plan": plan.to_dict()}, notify=True)
+    stopped = plan.limited_by
+    # A fitted time budget is the whole run's (resumes included), with some grace for
+    # misjudged speed; unfitted, max_seconds is this call's as it always was.
+    deadline = None
+    if cfg.max_seconds is not None:
+        deadline = cfg.max_seconds * (1 + BUDGET_OVERRUN) if plan.fitted else cfg.max_seconds
+
+    def out_of_time() -> bool:
+        if deadline is None:
+            return False
+        spent = clock() - started + (elapsed_before if plan.fitted else 0.0)
+        # every rank stops at the same step, or the others wait forever in all-reduce
+        return any_rank(spent >= deadline, precision.device)
+
+    while step < plan.steps:
+        t0 = clock()
+        lr = lr_at(step, cfg, plan.decay_steps, plan.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # per-group peaks (model/optim.py)
+        loss = train_step()
         if not math.isfinite(loss):
             where = f"{ckpt_path} (step {last_saved})" if last_saved else "none written yet"
             raise TrainingError(f"step {step + 1}: loss is {loss}; last good checkpoint: {where}")
@@ -320,10 +541,10 @@ def train(
             raise TrainingError(
                 f"step {step + 1}: gradient norm is {grad_norm}; last good checkpoint: {where}"
             )
-        dt = time.perf_counter() - t0
+        dt = clock() - t0
         step, steps_run, step_time = step + 1, steps_run + 1, step_time + dt
         tokens_seen += tokens_per_step
-        elapsed = elapsed_before + time.perf_counter() - started
+        elapsed = elapsed_before + clock() - started
         row = {
             "step": step,
             "loss": loss,
@@ -337,18 +558,22 @@ def train(
         if step % cfg.log_interval == 0 and ctx.is_main:
             logger.info(
                 "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s",
-                *(step, cfg.max_steps, loss, lr, row["tokens_per_s"]),
+                *(step, plan.steps, loss, lr, row["tokens_per_s"]),
             )
-        out_of_time = cfg.max_seconds is not None and any_rank(
-            time.perf_counter() - started >= cfg.max_seconds, precision.device
-        )  # every rank stops at the same step, or the others wait forever in all-reduce
-        done = step == cfg.max_steps or out_of_time
+        timed_out = out_of_time()
+        done = step == plan.steps or timed_out
         if step % cfg.eval_interval == 0 or done:
             evaluate_now()
         if step % cfg.checkpoint_interval == 0 or done:
             save()
-        if out_of_time:
+        if timed_out:
             stopped = "max_seconds"
+            if plan.fitted and ctx.is_main:
+                logger.warning(
+                    "max_seconds %g (+%d%% grace) ran out at step %d of the %d planned: the "
+                    "speed measured at the start was not kept up",
+                    *(cfg.max_seconds, round(100 * BUDGET_OVERRUN), step, plan.steps),
+                )
             break
 
     train_rows = [r for r in rows if "loss" in r]
@@ -356,15 +581,20 @@ def train(
     summary = {
         "steps": step,
         "stopped": stopped,
+        "schedule_finished": plan.fitted and step == plan.steps,
         "resumed_from": resumed_from,
         "first_loss": train_rows[0]["loss"] if train_rows else None,
         "last_loss": train_rows[-1]["loss"] if train_rows else None,
+        "final_val_bpb": val_rows[-1].get("val_bpb") if val_rows else None,
         "final_val_loss": val_rows[-1]["val_loss"] if val_rows else None,
         "tokens_seen": tokens_seen,
         "tokens_per_s": steps_run * tokens_per_step / step_time if step_time else None,
-        "elapsed_s": round(elapsed_before + time.perf_counter() - started, 3),
+        "elapsed_s": round(elapsed_before + clock() - started, 3),
         # Relative: the folder is renamed into versions/train/<id> when training ends.
         "checkpoint": ckpt_path.name if ckpt_path.exists() else None,
+        "planned_steps": plan.steps,
+        "plan_summary": plan.describe(),
+        "plan": plan.to_dict(),
         "params": model.num_params(),
         "matmul_params": model.num_params(matmul_only=True),
         "flops_per_token": flops,
@@ -380,9 +610,30 @@ def train(
         "token_dataset": info.version_id,
         "val_set": val.identity(),
     }
+    if sizing is not None:
+        summary |= {"depth": sizing["depth"], "sizing_reason": sizing["reason"], "sizing": sizing}
     if ctx.is_main:
         title = f"{cfg.preset} on {token_dir.name}"
         plot_loss_curve(rows, out_dir / "loss_curve.png", title=title)
         atomic_write(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
     barrier()
     return summary
+
+
+def measure_flops(
+    arch: ModelConfig, cfg: TrainConfig, precision: Precision, clock: Callable[[], float]
+) -> float:
+    """Training FLOP/s of a fresh `arch` model on random tokens: SIZING_STEPS timed steps of
+    one micro-batch after an untimed one (eager: a compiled run is faster than this says)."""
+    probe = GPT(arch).to(precision.device)
+    optimizer = configure_optimizer(probe, cfg, precision.device)
+    scaler = precision.grad_scaler()
+    x = torch.randint(arch.vocab_size, (cfg.batch_size, arch.context_length + 1))
+    batch = [(x[:, :-1].contiguous(), x[:, 1:].contiguous())]
+
+    def one() -> None:
+        forward_backward(probe, batch, precision, scaler)
+        optimizer_step(probe, optimizer, scaler, cfg.grad_clip)
+
+    step_s, _ = time_steps(one, clock, 1, SIZING_STEPS, math.inf)
+    return flops_per_token(arch) * cfg.batch_size * arch.context_length / step_s

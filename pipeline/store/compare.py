@@ -25,13 +25,17 @@ from pipeline.store.versions import Storage
 
 METRICS_FILE = "metrics.jsonl"  # per-step train and val loss, written by model/train.py
 # (label, where: "eval" or "train", key path in that JSON)
+# Bits per byte first: unlike loss per token it compares runs with different tokenizers.
 METRICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("bits per byte", "eval", ("bits_per_byte",)),
     ("val loss", "eval", ("val_loss",)),
     ("perplexity", "eval", ("perplexity",)),
-    ("bits per byte", "eval", ("bits_per_byte",)),
     ("hellaswag acc", "eval", ("hellaswag", "acc")),
     ("hellaswag acc_norm", "eval", ("hellaswag", "acc_norm")),
+    ("train val bpb", "train", ("final_val_bpb",)),
     ("train steps", "train", ("steps",)),
+    ("planned steps", "train", ("planned_steps",)),
+    ("plan", "train", ("plan_summary",)),
     ("tokens/s", "train", ("tokens_per_s",)),
 )
 

@@ -7,7 +7,12 @@ import model.train as train_module
 from model.config import TrainConfig
 from model.gpt import GPT
 from model.precision import setup_precision
-from model.train import COMPILE_MIN_FLOPS, forward_backward, resolve_compile
+from model.train import (
+    COMPILE_MIN_FLOPS,
+    COMPILE_MIN_SECONDS,
+    forward_backward,
+    resolve_compile,
+)
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -20,6 +25,11 @@ def test_compile_auto_needs_enough_work_to_pay_back():
     assert resolve_compile(real, CUDA)
     work = real.max_steps * real.tokens_per_step * 127_984_320  # mini FLOPs/token
     assert work > COMPILE_MIN_FLOPS > short.max_steps * short.tokens_per_step * 41e6
+    # A time budget shorter than the compile's payback stays eager, whatever max_steps says.
+    budget = TrainConfig(preset="mini", max_steps=10**6, max_seconds=COMPILE_MIN_SECONDS - 1)
+    assert not resolve_compile(budget, CUDA)
+    longer = budget.model_copy(update={"max_seconds": COMPILE_MIN_SECONDS})
+    assert resolve_compile(longer, CUDA)
 
 
 def test_compile_auto_on_cpu_needs_a_cxx_compiler(monkeypatch):
