@@ -113,3 +113,19 @@ def test_muon_step_moves_every_parameter_and_state_round_trips():
         for key, value in a[part]["state"].items():
             for name, tensor in value.items():
                 assert torch.equal(tensor, b[part]["state"][key][name]), (part, name)
+
+
+def test_optimizer_auto_is_muon_for_the_modern_family_and_adamw_for_the_gpt2_presets():
+    from model.config import modern_config
+    from model.optim import MuonAdamW
+
+    assert TrainConfig().resolved_optimizer == "adamw"  # the seeds' mini keeps its AdamW
+    assert TrainConfig(preset="gpt2-124m").resolved_optimizer == "adamw"
+    assert TrainConfig(preset="modern").resolved_optimizer == "muon"
+    assert TrainConfig(preset="auto").resolved_optimizer == "muon"
+    assert TrainConfig(preset="modern", optimizer="adamw").resolved_optimizer == "adamw"
+    model = GPT(modern_config(1, vocab_size=50, context_length=8))
+    opt = configure_optimizer(model, TrainConfig(preset="modern"), torch.device("cpu"))
+    assert isinstance(opt, MuonAdamW)
+    plain = configure_optimizer(model, TrainConfig(), torch.device("cpu"))
+    assert isinstance(plain, torch.optim.AdamW)
