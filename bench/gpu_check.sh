@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # One-shot GPU check: the GPU-marked tests, the training benchmark for `mini` and `gpt2-124m`
-# (compile on, bf16), a short real training run through the pipeline CLI on the GPU, then one
-# table (tokens/s, MFU, peak memory, with the targets) written under the output folder.
+# (compile on, bf16), a short real training run through the pipeline CLI on the GPU, the budget
+# mode (trained tokenizer, `train.preset=auto`, 5 minutes planned by `train.max_seconds`), then
+# one table (tokens/s, MFU, peak memory, bits per byte, with the targets) under the output folder.
 #
-#   bash bench/gpu_check.sh                 # on a CUDA machine, < 8 minutes, no network
-#   bash bench/gpu_check.sh --dry-run       # on CPU: tiny sizes, the same code paths, ~1-2 min
+#   bash bench/gpu_check.sh                 # on a CUDA machine, < 13 minutes, no network
+#   bash bench/gpu_check.sh --part checks   # steps 1-3 only (< 8 minutes)
+#   bash bench/gpu_check.sh --part budget   # the budget mode only (~6 minutes)
+#   bash bench/gpu_check.sh --dry-run       # on CPU: tiny sizes, the same code paths, ~2 min
 #   OUT=/some/dir bash bench/gpu_check.sh   # results in $OUT/gpu_check/ (default bench/out/)
 #
 # Needs the project's dependencies and tiktoken's gpt2 BPE files offline: $TIKTOKEN_CACHE_DIR,
@@ -14,12 +17,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DRY=0
-for arg in "$@"; do
-  case "$arg" in
+PART=all
+while [ $# -gt 0 ]; do
+  case "$1" in
     --dry-run) DRY=1 ;;
-    *) echo "gpu_check.sh: unknown argument '$arg' (use --dry-run)" >&2; exit 2 ;;
+    --part)
+      PART=${2:-}; shift
+      case "$PART" in all|checks|budget) ;; *)
+        echo "gpu_check.sh: --part must be all, checks or budget, got '$PART'" >&2; exit 2 ;;
+      esac ;;
+    *) echo "gpu_check.sh: unknown argument '$1' (use --dry-run, --part all|checks|budget)" >&2
+       exit 2 ;;
   esac
+  shift
 done
+CHECKS=$( [ "$PART" != budget ] && echo 1 || echo 0 )
+BUDGET=$( [ "$PART" != checks ] && echo 1 || echo 0 )
 
 PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || command -v python3 )}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -42,6 +55,9 @@ if [ "$DRY" = 1 ]; then
   BENCH_GPT2=(--preset tiny --batch 2 --steps 1 --reps 1 --warmup 1 --variants ours)
   TRAIN_SET=(--set train.preset=tiny --set train.max_steps=4 --set train.batch_size=2
              --set train.eval_tokens=512 --set train.compile=false)
+  BUDGET_SET=(--set train.max_seconds=8 --set train.batch_size=2 --set train.eval_tokens=512
+              --set train.compile=false)
+  VOCAB=512
   DOCS=60
 else
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv
@@ -54,10 +70,14 @@ else
               --variants nanogpt ours)
   TRAIN_SET=(--set train.preset=mini --set train.max_steps=300 --set train.batch_size=64
              --set train.eval_interval=100 --set train.compile=true)
+  # Budget mode: 5 minutes of wall time planned by the trainer, the model sized by preset=auto.
+  BUDGET_SET=(--set train.max_seconds=300 --set train.batch_size=64 --set train.compile=true)
+  VOCAB=8192
   DOCS=1500
 fi
 
-echo "== 1/4 GPU-marked tests"
+if [ "$CHECKS" = 1 ]; then
+echo "== 1/5 GPU-marked tests"
 if [ "$DRY" = 1 ]; then
   # No CUDA here: check they are collected under -m gpu and deselected by default.
   "$PY" -m pytest -q --collect-only -m gpu tests/model/test_gpu.py | tail -1
@@ -69,13 +89,14 @@ else
   "$PY" -m pytest -q -m gpu tests/model/test_gpu.py -p no:cacheprovider | tee "$RESULTS/tests.txt"
 fi
 
-echo "== 2/4 benchmark (bench/train.py)"
+echo "== 2/5 benchmark (bench/train.py)"
 "$PY" bench/train.py "${BENCH_MINI[@]}" --device "$DEVICE" --precision "$PREC" \
   --compile "$COMPILE" --out "$RESULTS/bench_mini.json"
 "$PY" bench/train.py "${BENCH_GPT2[@]}" --device "$DEVICE" --precision "$PREC" \
   --compile "$COMPILE" --out "$RESULTS/bench_gpt2.json"
 
-echo "== 3/4 training through the pipeline CLI (stage tokenize -> stage train)"
+fi
+
 # Only the checkout travels to a GPU machine: make the documents from the sample site's prose.
 "$PY" - "$WORK/docs" "$DOCS" <<'EOF'
 import random
@@ -100,12 +121,25 @@ out.mkdir(parents=True)
 atomic_write_table(pa.Table.from_pylist(rows, schema=DOCUMENT_SCHEMA), out / shard_name(0))
 print(f"{count} documents, {sum(len(r['text']) for r in rows) / 1e6:.1f} MB of text")
 EOF
+if [ "$CHECKS" = 1 ]; then
+echo "== 3/5 training through the pipeline CLI (stage tokenize -> stage train)"
 "$PY" -m flows.cli stage tokenize --input "$WORK/docs" --output "$WORK/tokens"
 "$PY" -m flows.cli stage train --input "$WORK/tokens" --output "$WORK/model" \
   --set train.device="$DEVICE" --set train.precision="$PREC" "${TRAIN_SET[@]}"
 cp "$WORK/model/train.json" "$RESULTS/train.json"
+fi
 
-echo "== 4/4 table"
+if [ "$BUDGET" = 1 ]; then
+echo "== 4/5 budget mode: trained tokenizer, preset=auto, the run planned by max_seconds"
+"$PY" -m flows.cli stage tokenize --input "$WORK/docs" --output "$WORK/tokens-bpe" \
+  --set tokenize.tokenizer=train --set tokenize.vocab_size="$VOCAB"
+"$PY" -m flows.cli stage train --input "$WORK/tokens-bpe" --output "$WORK/model-budget" \
+  --set train.device="$DEVICE" --set train.precision="$PREC" --set train.preset=auto \
+  "${BUDGET_SET[@]}"
+cp "$WORK/model-budget/train.json" "$RESULTS/train_budget.json"
+fi
+
+echo "== 5/5 table"
 "$PY" - "$RESULTS" "$DRY" <<'EOF'
 import json
 import sys
@@ -118,6 +152,8 @@ TARGETS = {"gpt2-124m": ("MFU >= 45%", lambda r: (r["mfu"] or 0) >= 0.45),
            "mini": ("tokens/s >= 1M", lambda r: r["tokens_per_s"] >= 1e6)}
 rows = []
 for name in ("bench_mini.json", "bench_gpt2.json"):
+    if not (results / name).exists():  # --part budget
+        continue
     for r in json.loads((results / name).read_text()):
         target, ok = TARGETS.get(r["preset"], ("-", None))
         met = "-" if r["variant"] != "ours" or ok is None else ("yes" if ok(r) else "NO")
@@ -125,12 +161,20 @@ for name in ("bench_mini.json", "bench_gpt2.json"):
                      "on" if r["compile"] else "off", f"{r['tokens_per_s']:,.0f}",
                      f"{100 * r['mfu']:.1f}%" if r["mfu"] else "-",
                      r["peak_mem_gib"] or "-", target, met))
-t = json.loads((results / "train.json").read_text())
-mfu = t["flops_per_token"] * t["tokens_per_s"] / PEAK if t["device"].startswith("cuda") else None
-rows.append(("stage train", t["train_config"]["preset"], t["train_config"]["batch_size"],
-             t["precision"], str(t["train_config"]["compile"]), f"{t['tokens_per_s']:,.0f}",
-             f"{100 * mfu:.1f}%" if mfu else "-", "-",
-             f"val loss {t['final_val_loss']:.3f} after {t['steps']} steps", "-"))
+for what, name in (("stage train", "train.json"), ("budget (auto)", "train_budget.json")):
+    if not (results / name).exists():  # the part that did not run
+        continue
+    t = json.loads((results / name).read_text())
+    cuda = t["device"].startswith("cuda")
+    mfu = t["flops_per_token"] * t["tokens_per_s"] / PEAK if cuda else None
+    arch = t["model_config"]
+    size = f"{t['train_config']['preset']} (d{arch['n_layers']}, {t['params'] / 1e6:.1f}M)"
+    bpb = t.get("final_val_bpb")
+    result = f"val loss {t['final_val_loss']:.3f}" + (f", {bpb:.3f} bpb" if bpb else "")
+    rows.append((what, size, t["train_config"]["batch_size"], t["precision"],
+                 str(t["compile"]), f"{t['tokens_per_s']:,.0f}",
+                 f"{100 * mfu:.1f}%" if mfu else "-", "-",
+                 f"{result} after {t['steps']} steps, {t['elapsed_s']:.0f} s", "-"))
 head = ("what", "preset", "batch", "precision", "compile", "tokens/s", "MFU (989 TFLOP/s)",
         "peak GiB", "target", "met")
 lines = [f"gpu_check {'DRY RUN (cpu)' if dry else ''} {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
