@@ -95,13 +95,6 @@ def plan_rows(only: set[str] | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def encoding_for(token_dir: Path):
-    """The dataset's tokenizer: model.data.encoding_for where it exists, else by name."""
-    if hasattr(data, "encoding_for"):
-        return data.encoding_for(token_dir)
-    return data.get_encoding(data.read_token_manifest(token_dir).tokenizer)
-
-
 def run_row(row: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[str, Any]:
     base = dict(
         preset="modern",
@@ -137,7 +130,7 @@ def run_row(row: dict[str, Any], args: argparse.Namespace, work: Path) -> dict[s
     info = data.read_token_manifest(args.tokens)
     val = data.validation_tokens(args.tokens, args.eval_tokens, min_tokens=args.context + 1)
     nll, targets = token_losses(model, val.tokens, args.context, args.batch_size, precision)
-    bpb = bits_per_byte(nll, targets, encoding_for(args.tokens).decode_bytes, info.eot_token)
+    bpb = bits_per_byte(nll, targets, data.encoding_for(args.tokens).decode_bytes, info.eot_token)
     return {
         "row": row["row"],
         "label": row["label"],

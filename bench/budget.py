@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from extract import load_pages, split, write_warc  # noqa: E402
 
+from model.checkpoint import CHECKPOINT_NAME, load_model  # noqa: E402
 from model.config import GPT2_VOCAB_SIZE, ModelConfig, TrainConfig  # noqa: E402
 from model.data import encoding_for, read_token_manifest  # noqa: E402
 from model.evaluate import bits_per_byte, token_losses  # noqa: E402
@@ -145,9 +146,7 @@ def score(model: GPT, token_dir: Path, ids: list[str]) -> dict[str, float]:
 def train_ours(cfg: TrainConfig, tokens: Path, out: Path) -> tuple[GPT, dict[str, Any]]:
     shutil.rmtree(out, ignore_errors=True)
     summary = train(cfg, tokens, out)
-    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)
-    model = GPT(ModelConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
+    model, _ = load_model(out / CHECKPOINT_NAME)
     keep = ("steps", "tokens_seen", "tokens_per_s", "params", "elapsed_s", "stopped", "plan")
     return model, {k: summary.get(k) for k in keep} | {"model_config": summary["model_config"]}
 
@@ -320,10 +319,10 @@ def main() -> None:
     print("\n| recipe | tokenizer | params | steps | tokens seen | val bpb | vs nanogpt |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        ratio = r["val_bpb"] / by_name["nanogpt"] if "nanogpt" in by_name else float("nan")
+        ratio = f"{r['val_bpb'] / by_name['nanogpt']:.2f}x" if "nanogpt" in by_name else "-"
         print(
             f"| {r['recipe']} | {r['tokenizer']} | {r['params'] / 1e6:.2f}M | {r['steps']} | "
-            f"{r['tokens_seen']:,} | {r['val_bpb']:.3f} | {ratio:.2f}x |"
+            f"{r['tokens_seen']:,} | {r['val_bpb']:.3f} | {ratio} |"
         )
 
 
