@@ -105,6 +105,16 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
+def max_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """Each value's maximum over all ranks: a plan made from timings must be the same plan on
+    every rank (the slowest rank's speed), or ranks would stop at different steps."""
+    if not _active():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.tolist()
+
+
 def gather_to_main(obj: object) -> list[object] | None:
     """Every rank's `obj` as a list on rank 0 (None elsewhere); `[obj]` in a single process."""
     if not _active():

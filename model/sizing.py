@@ -40,6 +40,12 @@ PROBE_MAX_FRACTION = 0.05
 # its schedule unfinished): speed measured on a few steps can be off when the machine's load
 # changes. Our choice: 10% keeps comparisons at "the same budget" honest to about that much.
 BUDGET_OVERRUN = 0.1
+# A time plan is timed again on the run's own steps at the end of warmup (or after this many
+# steps, if later), and its step count fixed anew: a few rehearsal steps misjudge the speed
+# (bench/budget.py, 900 s on a 2-core EPYC Zen 5: rehearsal 0.648 s/step, the run's steps ~0.6,
+# so a planned run ended after 812 s). Until the decay starts, the lr does not depend on the
+# step count, so changing it there leaves the schedule smooth.
+RETIME_MIN_STEPS = 20
 
 # Tokens per parameter (matmul parameters, as model.gpt.matmul_params: the blocks plus the
 # lm_head, not the input embedding lookup, which costs no FLOPs) that preset "auto" aims for.
@@ -73,6 +79,7 @@ class RunPlan:
     eval_s: float | None = None  # one validation pass
     checkpoint_s: float | None = None  # one checkpoint write
     probe_steps: int | None = None  # timed rehearsal steps
+    retimed_at: int | None = None  # the step at which the run's own speed re-fixed `steps`
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -137,14 +144,19 @@ def seconds_steps(
     eval_interval: int,
     checkpoint_interval: int,
     max_steps: int,
+    start: int = 0,
 ) -> int:
-    """The most steps s <= max_steps whose cost fits in `remaining_s` (from step 0, the step-0
-    evaluation and checkpoint already paid): s steps, plus a validation pass every
-    eval_interval steps and at the end (ceil(s / eval_interval) of them), and the same for
-    checkpoints. 0 when not even one step fits."""
+    """The most steps s <= max_steps whose cost fits in `remaining_s` after step `start` (its
+    evaluation and checkpoint already paid): s steps, plus a validation pass at every multiple
+    of eval_interval in (start, start + s] and at the end, and the same for checkpoints. 0 when
+    not even one step fits."""
+
+    def every(s: int, interval: int) -> int:
+        end = start + s
+        return end // interval - start // interval + (1 if end % interval else 0)
 
     def cost(s: int) -> float:
-        evals, saves = -(-s // eval_interval), -(-s // checkpoint_interval)
+        evals, saves = every(s, eval_interval), every(s, checkpoint_interval)
         return s * step_s + evals * eval_s + saves * checkpoint_s
 
     lo, hi = 0, max_steps  # cost(lo) fits (0 costs nothing); the answer is in [lo, hi]
@@ -173,6 +185,39 @@ def fitted_plan(cfg: TrainConfig, limits: dict[str, int], reasons: dict[str, str
         budget_s=cfg.max_seconds,
         max_flops=cfg.max_flops,
         **measured,
+    )
+
+
+def retime_step(plan: RunPlan) -> int | None:
+    """The step at which a measured time plan is timed again (None: never), so that decay
+    starts on the corrected step count; too late in a short plan, and it is left alone."""
+    if not plan.fitted or plan.step_s is None or plan.retimed_at is not None:
+        return None
+    at = max(plan.warmup_steps, RETIME_MIN_STEPS)
+    return at if 2 * at <= plan.steps else None
+
+
+def retimed_plan(
+    plan: RunPlan, step: int, limits: dict[str, int], step_s: float, timed: int
+) -> RunPlan:
+    """`plan` with its step count fixed anew at `step`, by the tightest of `limits` (total
+    steps by "max_steps", "max_flops", and "max_seconds": what fits the time left at the speed
+    of the run's own `timed` steps, `step_s` each)."""
+    limited_by = min(limits, key=lambda name: (limits[name], name != "max_steps"))
+    steps = max(step + 1, limits[limited_by])
+    reason = (
+        f"{plan.reason}; re-timed at step {step:,} on the run's own steps ({step_s:.3g} s each "
+        f"over {timed}): {steps:,} steps"
+    )
+    return dataclasses.replace(
+        plan,
+        steps=steps,
+        decay_steps=steps - 1,
+        limited_by=limited_by,
+        reason=reason,
+        tokens_per_s=plan.tokens_per_s * plan.step_s / step_s if plan.tokens_per_s else None,
+        step_s=step_s,
+        retimed_at=step,
     )
 
 

@@ -59,6 +59,7 @@ from model.distributed import (
     barrier,
     gather_to_main,
     init_distributed,
+    max_over_ranks,
 )
 from model.evaluate import token_losses
 from model.gpt import GPT, flops_per_token
@@ -71,11 +72,14 @@ from model.sizing import (
     PROBE_MAX_FRACTION,
     PROBE_STEPS,
     PROBE_WARMUP_STEPS,
+    RETIME_MIN_STEPS,
     SIZING_STEPS,
     RunPlan,
     choose_depth,
     fitted_plan,
     flops_steps,
+    retime_step,
+    retimed_plan,
     seconds_steps,
     step_schedule,
 )
@@ -473,6 +477,9 @@ def train(
             t0 = clock()
             save()  # the step-0 checkpoint, timed: what each later write will cost
             checkpoint_s = clock() - t0
+            step_s, eval_s, checkpoint_s = max_over_ranks(
+                [step_s, eval_s, checkpoint_s], precision.device
+            )
             remaining = cfg.max_seconds - (clock() - started) - checkpoint_s  # + the next
             fit = seconds_steps(
                 remaining,
@@ -513,6 +520,32 @@ def train(
             logger.info("%s; %s", plan.describe(), plan.reason)
         record({"step": step, "plan": plan.to_dict()}, notify=True)
     stopped = plan.limited_by
+    retime_at = retime_step(plan)
+
+    def retime() -> RunPlan:
+        """The plan with its steps fitted again to the time left, at the speed of this run's
+        own steps so far (model/sizing.py RETIME_MIN_STEPS)."""
+        spent, step_s = max_over_ranks(
+            [elapsed_before + clock() - started, step_time / steps_run], precision.device
+        )
+        due = (step % cfg.eval_interval == 0) * plan.eval_s + (
+            step % cfg.checkpoint_interval == 0
+        ) * plan.checkpoint_s  # about to run at this step
+        fit = seconds_steps(
+            cfg.max_seconds - spent - due,
+            step_s,
+            plan.eval_s,
+            plan.checkpoint_s,
+            cfg.eval_interval,
+            cfg.checkpoint_interval,
+            cfg.max_steps - step,
+            start=step,
+        )
+        limits = {"max_steps": cfg.max_steps, "max_seconds": step + fit}
+        if cfg.max_flops is not None:
+            limits["max_flops"] = flops_steps(cfg.max_flops, tokens_per_step, flops)
+        return retimed_plan(plan, step, limits, step_s, steps_run)
+
     # A fitted time budget is the whole run's (resumes included), with some grace for
     # misjudged speed; unfitted, max_seconds is this call's as it always was.
     deadline = None
@@ -560,6 +593,11 @@ def train(
                 "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s",
                 *(step, plan.steps, loss, lr, row["tokens_per_s"]),
             )
+        if step == retime_at and steps_run >= RETIME_MIN_STEPS // 2:
+            plan = retime()
+            if ctx.is_main:
+                logger.info("%s; %s", plan.describe(), plan.reason)
+            record({"step": step, "plan": plan.to_dict()}, notify=True)
         timed_out = out_of_time()
         done = step == plan.steps or timed_out
         if step % cfg.eval_interval == 0 or done:

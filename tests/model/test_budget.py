@@ -21,7 +21,7 @@ from model.evaluate import bits_per_byte, token_losses
 from model.gpt import flops_per_token
 from model.optim import lr_at
 from model.precision import setup_precision
-from model.sizing import TOKENS_PER_PARAM, choose_depth, seconds_steps
+from model.sizing import RETIME_MIN_STEPS, TOKENS_PER_PARAM, choose_depth, seconds_steps
 from model.stages import describe_train
 from model.train import distributed_val_metrics, token_byte_lengths, train
 from tests.model.conftest import small_cfg
@@ -181,6 +181,48 @@ def test_resume_keeps_the_plan_and_trains_bitwise_alike(shakespeare_tokens, tmp_
     b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["final_val_bpb"] == straight["final_val_bpb"]
+
+
+def test_the_plan_is_retimed_on_the_runs_own_steps_and_still_ends_with_the_budget(
+    shakespeare_tokens, tmp_path, clock, monkeypatch
+):
+    """Rehearsal steps cost 1 s on the fake clock, the run's own steps 0.5 s: the plan made
+    from the rehearsal would end at about half the budget; re-timed at step RETIME_MIN_STEPS it
+    runs twice the steps and still ends the decay (and the budget) on its last step."""
+    step_cost = {"s": 1.0}
+    forward_backward = train_module.forward_backward  # the fixture's: +1 s per call
+
+    def cheaper(*args, **kwargs):
+        out = forward_backward(*args, **kwargs)
+        clock.now -= 1.0 - step_cost["s"]
+        return out
+
+    def rehearse_then_speed_up(*args, **kwargs):
+        out = time_steps(*args, **kwargs)
+        step_cost["s"] = 0.5  # training proper is faster than the rehearsal measured
+        return out
+
+    time_steps = train_module.time_steps
+    monkeypatch.setattr(train_module, "forward_backward", cheaper)
+    monkeypatch.setattr(train_module, "time_steps", rehearse_then_speed_up)
+    cfg = seconds_cfg(max_seconds=60, eval_interval=1000, checkpoint_interval=1000)
+    summary = train(cfg, shakespeare_tokens, tmp_path, clock=clock)
+    plans = [r["plan"] for r in rows(tmp_path) if "plan" in r]
+    first, final = plans[0], plans[-1]
+    assert first["retimed_at"] is None and final["retimed_at"] == RETIME_MIN_STEPS
+    assert final == summary["plan"] and final["step_s"] == 0.5 and first["step_s"] == 1.0
+    # 60 s - 0.5 (step-0 val) - 5 (rehearsal: 2 untimed + 3 timed steps, 5% of the budget)
+    # leave 54.5 s: 54 steps of 1 s and the final val pass.
+    assert first["steps"] == 54
+    # At step 20 (10 s later): 44.5 s left for 0.5 s steps and the final val pass: 88 more.
+    assert summary["steps"] == final["steps"] == RETIME_MIN_STEPS + 88
+    assert summary["schedule_finished"] and final["decay_steps"] == final["steps"] - 1
+    assert lrs(tmp_path)[-1] == cfg.lr * cfg.min_lr_ratio
+    assert summary["elapsed_s"] == pytest.approx(60.0)
+    assert (
+        "re-timed at step 20 on the run's own steps (0.5 s each over 20): 108 steps"
+        in (final["reason"])
+    )
 
 
 def auto_cfg(**overrides) -> TrainConfig:

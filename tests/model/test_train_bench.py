@@ -56,4 +56,5 @@ def test_gpu_check_dry_run_passes_on_cpu(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     table = (tmp_path / "gpu_check" / "gpu_check.md").read_text()
-    assert "DRY RUN" in table and "| stage train | tiny |" in table
+    assert "DRY RUN" in table and "| stage train | tiny (d" in table
+    assert "| budget (auto) | auto (d" in table and " bpb after " in table
