@@ -25,8 +25,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/llmforge demo
 
+# One test worker per core (pytest-xdist; a module's tests stay on one worker, so its fixtures are
+# built once). Each worker trains with one torch thread (tests/conftest.py): two workers' thread
+# pools would otherwise fight over the same cores.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 lint: install
 	$(VENV)/bin/ruff check .

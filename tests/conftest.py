@@ -15,6 +15,10 @@ SHARED = Path(os.environ.get("LLMFORGE_SHARED", REPO.parent / "shared"))
 SHARED_DATA = SHARED / "data"
 
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: one torch/OpenMP thread each (before torch is
+    # imported), or every worker's thread pool spins on every core.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Before any prefect import: never talk to a user's server, keep state out of ~/.prefect.
 os.environ.pop("PREFECT_API_URL", None)
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="llmforge-test-prefect-")

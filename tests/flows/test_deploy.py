@@ -18,6 +18,9 @@ from pipeline.store.versions import Storage
 REPO = Path(__file__).resolve().parents[2]
 
 
+ALL_STAGES = ("crawl", "extract", "filter", "dedup", "tokenize", "train", "evaluate")
+
+
 def _deployments(api_url):
     response = httpx.post(f"{api_url}/deployments/filter", json={"limit": 200}, timeout=30)
     response.raise_for_status()
@@ -59,7 +62,7 @@ def served(prefect_api, sample_site, tmp_path_factory):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             deployments = _deployments(prefect_api["api_url"])
-            if {"weekly", "filter", "train"} <= set(deployments):
+            if {"weekly", *ALL_STAGES} <= set(deployments):  # serve registers them one by one
                 break
             assert process.poll() is None, (root / "serve.log").read_text()[-2000:]
             time.sleep(1)
@@ -77,7 +80,7 @@ def served(prefect_api, sample_site, tmp_path_factory):
 
 def test_serve_registers_pipeline_with_schedule_and_one_deployment_per_stage(prefect_api, served):
     _, _, deployments = served
-    for stage in ("crawl", "extract", "filter", "dedup", "tokenize", "train", "evaluate"):
+    for stage in ALL_STAGES:
         assert deployments[stage]["parameters"]["stage"] == stage
         schema = deployments[stage]["parameter_openapi_schema"]["properties"]
         assert {"run_id", "overrides", "force"} <= set(schema)  # the UI form's fields
