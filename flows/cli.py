@@ -75,6 +75,14 @@ def _config(config: Path | None, overrides: list[str] | None, storage: Path | No
     return load_config(config, sets)
 
 
+def _run_id(store, ref: str) -> str:
+    """The full id of the run `ref` names (an id, a unique prefix of one, or `latest`),
+    before anything builds a path from it."""
+    from pipeline.store.runs import resolve_run_id
+
+    return resolve_run_id(store, _check_run_id(ref))
+
+
 def _storage(storage: str | Path | None, config: Path | None = None):
     """The storage a command means: `--storage`, else the config's run.storage_root."""
     from pipeline.store.versions import Storage
@@ -320,6 +328,7 @@ def _rerun_stage(name, run_id, config, set_, force, no_server) -> None:
     from pipeline.store.runs import RunRecord
 
     storage = _storage(None, config)
+    run_id = _run_id(storage, run_id)
     record = RunRecord.load(storage, run_id)
     cfg = config_from_dict(record.data["config"], set_)
     _prefect(storage, no_server)
@@ -393,10 +402,14 @@ def runs_list(storage: RootOpt = None, config: ConfigOpt = None) -> None:
     from pipeline.store.runs import list_runs
 
     store = _storage(storage, config)
+    records = list_runs(store)
     table = Table(title=f"runs in {store.runs}")
-    for column in ("run id", "status", "started", "stages", "git commit"):
+    # Ids in full at any width, piped too: they are what every other command takes.
+    longest = max((len(str(r.get("run_id", "?"))) for r in records), default=6)
+    table.add_column("run id", no_wrap=True, min_width=longest)
+    for column in ("status", "started", "stages", "git commit"):
         table.add_column(column)
-    for record in list_runs(store):
+    for record in records:
         table.add_row(
             record.get("run_id", "?"),
             record.get("status", "?"),
@@ -410,11 +423,10 @@ def runs_list(storage: RootOpt = None, config: ConfigOpt = None) -> None:
 @runs_app.command("show")
 def runs_show(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) -> None:
     """One run: versions, counts, artifacts and its Prefect flow run URL."""
-    _check_run_id(run_id)
     from pipeline.store.runs import RunRecord
 
     store = _storage(storage, config)
-    record = RunRecord.load(store, run_id)
+    record = RunRecord.load(store, _run_id(store, run_id))
     from pipeline.store.runs import is_stale
 
     if is_stale(record.data):
@@ -444,22 +456,22 @@ def runs_gc(
 @runs_app.command("report")
 def runs_report(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) -> None:
     """(Re)build a run's data report: funnel, drop reasons with samples, signal histograms."""
-    _check_run_id(run_id)
     from pipeline.report import build_report
 
     store = _storage(storage, config)
-    paths = build_report(store, run_id)
+    paths = build_report(store, _run_id(store, run_id))
     console.print(f"report: {paths.html}\nmarkdown: {paths.markdown}", soft_wrap=True)
 
 
 @runs_app.command("lineage")
 def runs_lineage(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) -> None:
     """The chain from the model back to the source WARC files and seed URLs, with configs."""
-    _check_run_id(run_id)
     from pipeline.store.lineage import format_lineage, lineage
 
     store = _storage(storage, config)
-    console.print(format_lineage(lineage(store, run_id)), soft_wrap=True, markup=False)
+    console.print(
+        format_lineage(lineage(store, _run_id(store, run_id))), soft_wrap=True, markup=False
+    )
 
 
 def _cell(value: Any) -> str:
@@ -475,7 +487,7 @@ def runs_compare(
     run_a: str,
     run_b: str,
     plot: Annotated[
-        Path | None, typer.Option(help="Loss curves PNG (default: ./compare-A-vs-B.png).")
+        Path | None, typer.Option(help="Also draw the loss curves into this PNG.")
     ] = None,
     allow_different_val: Annotated[
         bool, typer.Option(help="Show metrics even if the validation sets differ.")
@@ -491,6 +503,7 @@ def runs_compare(
     from pipeline.store.compare import compare_runs, plot_loss_curves
 
     store = _storage(storage, config)
+    run_a, run_b = _run_id(store, run_a), _run_id(store, run_b)
     result = compare_runs(store, run_a, run_b)
     diffs = Table(title="config differences")
     for column in ("key", run_a, run_b):
@@ -504,8 +517,8 @@ def runs_compare(
     for stage, a, b in result.datasets:
         datasets.add_row(stage, _cell(a), _cell(b), "yes" if a == b else "no")
     console.print(datasets)
-    path = plot_loss_curves(result, plot or Path(f"compare-{run_a}-vs-{run_b}.png"))
-    console.print(f"loss curves: {path}", soft_wrap=True)
+    if plot is not None:
+        console.print(f"loss curves: {plot_loss_curves(result, plot)}", soft_wrap=True)
     if result.refusal and not allow_different_val:
         print(f"error: metrics not compared: {result.refusal}", file=sys.stderr)
         raise typer.Exit(1)

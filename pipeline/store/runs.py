@@ -101,10 +101,9 @@ class RunRecord:
 
     @classmethod
     def load(cls, storage: Storage, run_id: str) -> RunRecord:
-        folder = storage.run_folder(run_id)
-        if not folder.is_file(RUN_FILE):
-            raise DataError(f"run '{run_id}' not found under {storage.runs}")
-        return cls(storage, run_id, folder.read_json(RUN_FILE))
+        """The record of `run_id`: an exact id, `latest` or a unique prefix (resolve_run_id)."""
+        run_id = resolve_run_id(storage, run_id)
+        return cls(storage, run_id, storage.run_folder(run_id).read_json(RUN_FILE))
 
     def save(self) -> None:
         self.folder.write_json(RUN_FILE, self.data)
@@ -145,6 +144,30 @@ def read_runs(storage: Storage) -> list[tuple[str, dict[str, Any] | DataError]]:
         except DataError as exc:
             found.append((run_id, exc))
     return found
+
+
+LATEST = "latest"  # the run id that means the most recently started run
+
+
+def resolve_run_id(storage: Storage, ref: str) -> str:
+    """The run a user means by `ref`: an exact run id, `latest` (the run started last), or a
+    prefix of exactly one run id (`20261207-1129`), as git takes short commit ids. Anything
+    else is one DataError line: not found, or ambiguous with the candidates named."""
+    if storage.run_folder(ref).is_file(RUN_FILE):
+        return ref
+    runs = read_runs(storage)
+    if ref == LATEST:
+        readable = [(run_id, data) for run_id, data in runs if not isinstance(data, DataError)]
+        if not readable:
+            raise DataError(f"no runs under {storage.runs}: 'latest' means none")
+        return max(readable, key=lambda run: (str(run[1].get("started_at") or ""), run[0]))[0]
+    matches = [run_id for run_id, _ in runs if run_id.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise DataError(f"run '{ref}' not found under {storage.runs}")
+    shown = ", ".join(matches[:5]) + (f" and {len(matches) - 5} more" if len(matches) > 5 else "")
+    raise DataError(f"run id '{ref}' is ambiguous under {storage.runs}: {shown}")
 
 
 def list_runs(storage: Storage) -> list[dict[str, Any]]:

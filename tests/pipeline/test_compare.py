@@ -118,3 +118,12 @@ def test_cli_compare(root, tmp_path):
     )  # fmt: skip
     assert allowed.returncode == 0 and "warning: different validation sets" in allowed.stdout
     assert "val loss" in allowed.stdout
+
+
+def test_cli_compare_draws_no_plot_unless_asked(root, tmp_path):
+    here = tmp_path / "cwd"
+    here.mkdir()
+    done = llmforge("runs", "compare", "a", "b", "--storage", str(root), cwd=here)
+    assert done.returncode == 0, done.stderr
+    assert "val loss" in done.stdout and "loss curves" not in done.stdout
+    assert list(here.iterdir()) == []  # nothing written where the command ran

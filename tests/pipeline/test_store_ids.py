@@ -7,7 +7,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from pipeline.errors import DataError
 from pipeline.store.gc import collect_garbage
-from pipeline.store.runs import RunRecord, list_runs
+from pipeline.store.runs import LATEST, RunRecord, list_runs, resolve_run_id
 from pipeline.store.versions import (
     RunId,
     Storage,
@@ -15,6 +15,7 @@ from pipeline.store.versions import (
     check_version_id,
     load_version,
 )
+from tests.conftest import llmforge
 
 GOOD_RUN_IDS = ["20261122-001500-3fa2c1", "cli-run", "a", "run_2.b", "R1.", "x" * 128]
 BAD_RUN_IDS = [
@@ -129,3 +130,45 @@ def test_gc_and_list_leave_foreign_folders_alone(tmp_path):
     report = collect_garbage(storage)
     assert foreign.is_dir() and report.deleted_versions == []
     assert list_runs(storage) == []
+
+
+def _runs(storage, *ids_and_starts):
+    for run_id, started in ids_and_starts:
+        record = RunRecord.create(storage, {}, run_id)
+        record.data["started_at"] = started
+        record.save()
+
+
+def test_a_unique_prefix_or_latest_names_a_run_and_anything_else_fails_in_one_line(tmp_path):
+    storage = Storage.at(tmp_path)
+    _runs(
+        storage,
+        ("20261207-112901-aaaaaa", "2026-12-07T11:29:01+00:00"),
+        ("20261207-112955-bbbbbb", "2026-12-07T11:29:55+00:00"),
+        ("named-run", "2026-12-07T12:00:00+00:00"),  # started last, named by the user
+    )
+    assert resolve_run_id(storage, "20261207-112901-aaaaaa") == "20261207-112901-aaaaaa"
+    assert resolve_run_id(storage, "20261207-11295") == "20261207-112955-bbbbbb"
+    assert RunRecord.load(storage, "20261207-11290").run_id == "20261207-112901-aaaaaa"
+    assert resolve_run_id(storage, LATEST) == "named-run"  # by start time, not by name
+    with pytest.raises(DataError) as ambiguous:
+        resolve_run_id(storage, "20261207-1129")
+    assert str(ambiguous.value) == (
+        f"run id '20261207-1129' is ambiguous under {storage.runs}: "
+        "20261207-112955-bbbbbb, 20261207-112901-aaaaaa"
+    )
+    with pytest.raises(DataError, match=r"^run '2025' not found under "):
+        resolve_run_id(storage, "2025")
+    with pytest.raises(DataError, match="no runs under .*'latest' means none"):
+        resolve_run_id(Storage.at(tmp_path / "empty"), LATEST)
+
+
+def test_runs_list_shows_whole_ids_when_piped_at_80_columns(tmp_path):
+    storage = Storage.at(tmp_path)
+    long_id = "20261207-112901-aaaaaa-with-a-longer-suffix"
+    _runs(storage, (long_id, "2026-12-07T11:29:01+00:00"))
+    shown = llmforge("runs", "list", "--storage", str(tmp_path), env={"COLUMNS": "80"})
+    assert shown.returncode == 0, shown.stderr
+    assert long_id in shown.stdout
+    show = llmforge("runs", "show", "20261207-1129", "--storage", str(tmp_path))
+    assert show.returncode == 0 and long_id in show.stdout, show.stderr
