@@ -345,9 +345,12 @@ DEMO_PORT = 8737
 
 
 def _port_free(port: int) -> bool:
+    """Whether the sample site can listen on `port`: probed with SO_REUSEADDR, as its server
+    binds, so a port whose last connections are in TIME_WAIT (~60 s after a crawl) is free."""
     import socket
 
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
