@@ -317,7 +317,9 @@ ARCH_FIELDS = (
 )
 
 
-def _arch_rows(state: dict[str, Any], fmt: str, architecture: str, params: int | None) -> list:
+def _arch_rows(
+    state: dict[str, Any], fmt: str, architecture: str, params: int | None, optimizer: str | None
+) -> list:
     model_cfg, cfg = state.get("model_config") or {}, state.get("train_config") or {}
     base = state.get("init_from")
     batch = f"{cfg.get('lr')} / {cfg.get('batch_size')} / {cfg.get('grad_accum_steps')}"
@@ -326,7 +328,7 @@ def _arch_rows(state: dict[str, Any], fmt: str, architecture: str, params: int |
         ("parameters", f"{params:,}" if params else "unknown"),
         ("preset", f"from {base.get('kind')}" if base else cfg.get("preset", "unknown")),
         *((key, model_cfg[key]) for key in ARCH_FIELDS if key in model_cfg),
-        ("optimizer", cfg.get("optimizer", "unknown")),
+        ("optimizer", optimizer or cfg.get("optimizer", "unknown")),
         ("lr / batch / accumulation", batch),
     ]
 
@@ -413,11 +415,15 @@ def model_card(
             f"{_sources(context.chain)[1]}, filtered, deduplicated and tokenized; every number "
             "below is from that run's record and versions."
         )
-    else:
-        known = "its data's lineage and counts are" if context.chain else "the data's lineage is"
+    elif context.chain:
         out.append(
-            f"Exported from a checkpoint without a run record: {known} shown where the store "
-            "has them, the evaluation is not known. The rest is what "
+            "Exported from a train version no recorded run names: its data's lineage and "
+            "counts below come from the store's versions; no evaluation of it is known."
+        )
+    else:
+        out.append(
+            "Exported from a checkpoint file alone (no run record): the data's lineage, its "
+            "counts and the evaluation are not known here. What follows is what "
             f"`{Path(checkpoint).name}` and the train.json beside it hold."
         )
     if license is None:
@@ -428,7 +434,8 @@ def model_card(
             "before publishing (`llmforge export --license ...`).",
         ]
     out += ["", "## The run", "", *_table(("", "value"), _run_rows(state, train, context))]
-    arch = _arch_rows(state, fmt, architecture, params or train.get("params"))
+    optimizer = train.get("optimizer")  # the resolved one (auto: adamw or muon)
+    arch = _arch_rows(state, fmt, architecture, params or train.get("params"), optimizer)
     out += ["", "## Architecture", "", *_table(("", "value"), arch)]
     out += ["", "## Evaluation", ""]
     if metric_rows:

@@ -107,6 +107,9 @@ def describe_train(extra: dict[str, Any]) -> str:
         parts.append(extra["plan_summary"])
     if extra.get("depth") is not None:
         parts.append(f"auto depth {extra['depth']}")
+    base = extra.get("init_from")
+    if base:  # train.init_from: which base, by content
+        parts.append(f"from {base['kind']} {base['ref']} (sha256 {base['sha256'][:12]})")
     return ", ".join(parts)
 
 

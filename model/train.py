@@ -637,6 +637,7 @@ def train(
         "world_size": ctx.world_size,
         "model_config": model_cfg.to_dict(),
         "train_config": cfg.model_dump(),
+        "optimizer": cfg.optimizer_for(model_cfg),  # optimizer "auto" resolved
         "token_dataset": info.version_id,
         "val_set": val.identity(),
         "hardware": hardware_name(precision.device),

@@ -149,7 +149,7 @@ def test_a_train_version_folder_finds_its_run_and_a_bare_checkpoint_says_so(
     text = (tmp_path / "bare" / CARD).read_text()
     header = front_matter(text)
     assert header["license"] == "apache-2.0" and "datasets" not in header
-    assert "without a run record" in text and "License: `other`" not in text
+    assert "checkpoint file alone (no run record)" in text and "License: `other`" not in text
     # What the checkpoint and train.json know: the training's own val numbers.
     values = {m["type"]: m["value"] for m in header["model-index"][0]["results"][0]["metrics"]}
     assert values["final_val_loss"] == round(summary["final_val_loss"], 4)

@@ -214,6 +214,7 @@ def test_cli_stage_train_from_a_gpt2_folder(shakespeare_tokens, tmp_path):
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "train.json").read_text())
     assert summary["init_from"]["sha256"] == read_base(str(folder)).sha256
+    assert f"from hf-gpt2 {folder} (sha256 {summary['init_from']['sha256'][:12]})" in done.stdout
     model, _ = load_model(out / "checkpoint.pt")
     assert model.cfg.mlp == "gelu_tanh" and model.cfg.context_length == 32
     bad = llmforge(*args[:-1], str(tmp_path / "o2"), "--set", f"train.init_from={tmp_path}/nope")
