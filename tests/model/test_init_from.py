@@ -16,10 +16,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # transformers must never reach the network 
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from model.base import read_base  # noqa: E402
-from model.checkpoint import load_checkpoint, load_model  # noqa: E402
+from model.checkpoint import load_checkpoint, load_model, save_checkpoint  # noqa: E402
 from model.config import TrainConfig  # noqa: E402
 from model.data import validation_tokens  # noqa: E402
 from model.evaluate import val_loss  # noqa: E402
+from model.export import export  # noqa: E402
 from model.gpt import GPT  # noqa: E402
 from model.precision import setup_precision  # noqa: E402
 from model.stages import train_inputs  # noqa: E402
@@ -95,6 +96,19 @@ def test_gpt2_folder_imports_with_identical_logits(tmp_path, activation, tied):
     wrong.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert (wrong.eval()(idx)[0] - ours).abs().max().item() > 10 * TOL
+
+
+def test_an_imported_gpt2_exports_back_with_its_gelu(tmp_path):
+    folder = gpt2_folder(tmp_path / "base", "gelu_new")
+    model = imported(folder)
+    state = {"model": model.state_dict(), "model_config": model.cfg.to_dict(), "step": 0}
+    save_checkpoint(tmp_path / "checkpoint.pt", state | {"tokenizer": "gpt2"})
+    export(tmp_path / "checkpoint.pt", tmp_path / "again", "hf")
+    config = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert config["activation_function"] == "gelu_new"
+    idx = torch.randint(0, 50257, (1, 64))
+    again = hf_logits(tmp_path / "again", idx)
+    assert (again - hf_logits(folder, idx)).abs().max().item() < TOL
 
 
 def test_shorter_context_keeps_the_first_positions_and_longer_is_refused(tmp_path):
