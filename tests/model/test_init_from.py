@@ -200,9 +200,8 @@ def test_the_base_models_content_enters_the_train_version_id(tmp_path):
     b = gpt2_folder(tmp_path / "b", seed=1)
     assert plan_id(tmp_path, str(a)) == plan_id(tmp_path, str(a))
     # The same files elsewhere are the same base: content, not path, enters the id.
-    assert plan_id(tmp_path, str(shutil.copytree(a, tmp_path / "copy"))) == plan_id(
-        tmp_path, str(a)
-    )
+    copy = shutil.copytree(a, tmp_path / "copy")
+    assert plan_id(tmp_path, str(copy)) == plan_id(tmp_path, str(a))
     assert plan_id(tmp_path, str(a)) != plan_id(tmp_path, str(b))
     assert plan_id(tmp_path, None) not in (plan_id(tmp_path, str(a)), plan_id(tmp_path, str(b)))
     # New weights at the same path: a new version.
@@ -210,6 +209,14 @@ def test_the_base_models_content_enters_the_train_version_id(tmp_path):
     shutil.rmtree(a)
     gpt2_folder(a, seed=2)
     assert plan_id(tmp_path, str(a)) != before
+    # The lineage sees the base as an input by content (the manifest's inputs).
+    config = config_from_dict({"train": {"init_from": str(copy)}})
+    tokens = SimpleNamespace(stage="tokenize", version_id="0123456789abcdef")
+    base = {"source": "init_from", "kind": "hf-gpt2", "sha256": read_base(str(copy)).sha256}
+    assert train_inputs(config, tokens) == [
+        {"stage": "tokenize", "version_id": tokens.version_id},
+        base,
+    ]
     # Without init_from the config dumps as before (existing train ids unchanged).
     assert "init_from" not in TrainConfig().model_dump()
     assert TrainConfig(init_from=str(a)).model_dump()["init_from"] == str(a)
