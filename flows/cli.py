@@ -598,14 +598,19 @@ def export_model(
     ] = "safetensors",
     storage: RootOpt = None,
     config: ConfigOpt = None,
+    license: Annotated[
+        str | None,
+        typer.Option(help="The model card's license (default 'other': the data's terms apply)."),
+    ] = None,
 ) -> None:
     """Export a trained model: safetensors + config.json, or a Hugging Face layout (GPT-2;
-    Qwen3/Llama/Apertus/Arcee for rotary models)."""
+    Qwen3/Llama/Apertus/Arcee for rotary models), with a model card README.md."""
+    from model.card import card_context
     from model.export import checkpoint_for, export
 
     root = storage or (None if Path(source).exists() else _config(config, None).run.storage_root)
     checkpoint = checkpoint_for(source, root)
-    export(checkpoint, output, format)
+    export(checkpoint, output, format, card_context(source, root, checkpoint), license)
     console.print(f"export ({format}): {checkpoint} → {output}", soft_wrap=True)
 
 

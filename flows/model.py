@@ -18,6 +18,7 @@ from prefect.concurrency.sync import concurrency
 from flows.assets import publish_asset
 from flows.data import reuse_version
 from flows.monitor import Progress, loss_markdown, publish_markdown
+from model.stages import train_inputs
 from pipeline import stages
 from pipeline.config import PipelineConfig
 from pipeline.errors import DataError
@@ -69,7 +70,7 @@ def train_version(
 
     logger = get_run_logger()
     storage = Storage.at(config.run.storage_root, config.run.verify)
-    plan = stages.plan("train", config.train, [stages.version_input(tokens)])
+    plan = stages.plan("train", config.train, train_inputs(config, tokens))
     version = None if force else find_version(storage, plan)
     if version is not None:
         reuse_version("train", version.version_id, version.folder.url)
@@ -113,7 +114,14 @@ def train_version(
             storage,
             plan,
             lambda out: _model_result(
-                train(config.train, tokens.folder.url, out.local_path(), can_resume, log)
+                train(
+                    config.train,
+                    tokens.folder.url,
+                    out.local_path(),
+                    can_resume,
+                    log,
+                    storage_root=config.run.storage_root,
+                )
             ),
             replace=force,
             work_dir=work,
@@ -196,7 +204,7 @@ def train_via_deployment(
     if not child.state or not child.state.is_completed():
         ended = child.state.name if child.state else "without a state"
         raise RuntimeError(f"train deployment {config.run.train_deployment} ended {ended}")
-    plan = stages.plan("train", config.train, [stages.version_input(tokens)])
+    plan = stages.plan("train", config.train, train_inputs(config, tokens))
     version = load_version(storage, "train", plan.version_id)
     _link_artifacts(RunRecord.load(storage, run_id), version, TRAIN_ARTIFACTS)
     return version.summary()

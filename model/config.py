@@ -11,7 +11,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    model_serializer,
+    model_validator,
+)
 
 GPT2_VOCAB_SIZE = 50257  # tiktoken "gpt2": 50,256 BPE merges + <|endoftext|>
 
@@ -32,9 +39,11 @@ class ModelConfig:
     # rmsnorm: parameter-free RMSNorm (F.rms_norm), as nanochat and modded-nanogpt use.
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     qk_norm: bool = False  # RMS-normalize q and k per head before attention (nanochat)
-    # gelu: 4d GELU MLP (GPT-2); relu2: 4d ReLU² (So et al. 2021 "Primer"; nanochat);
+    # gelu: 4d MLP with the exact erf GELU; gelu_tanh: its tanh approximation (Hendrycks &
+    # Gimpel 2016), what OpenAI's GPT-2 computes (HF `gelu_new`), for imported GPT-2 weights;
+    # relu2: 4d ReLU² (So et al. 2021 "Primer"; nanochat);
     # swiglu: gated SiLU (Shazeer 2020) with hidden ~8/3 d, the same weights as 4d.
-    mlp: Literal["gelu", "relu2", "swiglu"] = "gelu"
+    mlp: Literal["gelu", "gelu_tanh", "relu2", "swiglu"] = "gelu"
     embed_norm: bool = False  # RMS-normalize the token embedding (nanochat, modded-nanogpt)
     # gpt2: normal(0, 0.02), residual projections / sqrt(2L). nanochat: uniform std 1/sqrt(d)
     # inputs, zero output projections, lm_head std 0.001 (model/gpt.py GPT._init_nanochat).
@@ -44,7 +53,7 @@ class ModelConfig:
         choices = {
             "positional": ("sinusoidal", "learned", "rope"),
             "norm": ("layernorm", "rmsnorm"),
-            "mlp": ("gelu", "relu2", "swiglu"),
+            "mlp": ("gelu", "gelu_tanh", "relu2", "swiglu"),
             "init": ("gpt2", "nanochat"),
         }
         for name, allowed in choices.items():
@@ -179,9 +188,32 @@ class TrainConfig(BaseModel):
     max_seconds: float | None = Field(default=None, gt=0)
     max_flops: float | None = Field(default=None, gt=0)
     fit_schedule_to_budget: bool = True
+    # Start from a trained model instead of random weights (nanoGPT's init_from): a Hugging
+    # Face GPT-2 folder (config.json + model.safetensors or pytorch_model.bin), a checkpoint.pt,
+    # a folder holding one, or a run id (model/base.py). The architecture is then the base's:
+    # preset, depth and the width overrides do not apply; context_length may shorten it.
+    init_from: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any, info: SerializationInfo) -> dict[str, Any]:
+        """No `init_from` key without one, so the config part of existing train versions'
+        ids stays what it was; nor in a version id's dump (pipeline/stages.py plan()), where
+        the base enters by content (model/stages.py train_inputs), not by its path."""
+        data = handler(self)
+        if self.init_from is None or (info.context or {}).get("version_id"):
+            data.pop("init_from", None)
+        return data
 
     @model_validator(mode="after")
     def _check_architecture(self) -> TrainConfig:
+        if self.init_from is not None:
+            fixed = [n for n in ("depth", "d_model", "n_layers", "n_heads") if getattr(self, n)]
+            if fixed:
+                raise ValueError(
+                    f"{', '.join(fixed)}: init_from takes the base model's architecture"
+                )
+            if not self.init_from.strip():
+                raise ValueError("init_from is empty: give a folder, checkpoint or run id")
         try:
             self.model_config_for(depth=1 if self.preset == "auto" else None)
         except ValueError as exc:
@@ -219,8 +251,17 @@ class TrainConfig(BaseModel):
 
     @property
     def resolved_optimizer(self) -> Literal["adamw", "muon"]:
+        return self.optimizer_for(None)
+
+    def optimizer_for(self, arch: ModelConfig | None) -> Literal["adamw", "muon"]:
+        """cfg.optimizer with "auto" resolved for the model `arch`: by the preset, or with
+        init_from by the base's architecture (Muon for rotary models, as preset modern)."""
         if self.optimizer != "auto":
             return self.optimizer
+        if self.init_from is not None and arch is not None:
+            return "muon" if arch.positional == "rope" else "adamw"
+        if self.init_from is not None:
+            return "adamw"  # a GPT-2-style base: the recipe it was trained with
         return "muon" if self.preset in ("modern", "auto") else "adamw"
 
     @property

@@ -9,7 +9,9 @@ stored once, as `lm_head.weight`) and `config.json` with the model config, the t
 vocabulary size and where the weights came from (checkpoint, step, token dataset, the
 training summary `train.json`). `load_exported` reads it back.
 
-Both formats also get the tokenizer as Hugging Face files (`tokenizer.json`,
+Both formats get a model card, `README.md` in Hugging Face's format (model/card.py): what the
+model is, its data's lineage and counts, its evaluation, how to load it. Both also get the
+tokenizer as Hugging Face files (`tokenizer.json`,
 `tokenizer_config.json`, model/hf_tokenizer.py) from the checkpoint alone: GPT-2's, or the
 BPE trained by the tokenize stage (its file text is in the checkpoint), so
 `transformers.AutoTokenizer.from_pretrained(DIR)` gives the ids training used. Every file is
@@ -20,7 +22,8 @@ with GPT2Config fields and `model.safetensors` with Hugging Face names, the Line
 transposed into GPT-2's Conv1D (in, out) layout. transformers is not needed to export. Our
 choices that GPT-2 does not have are written so the logits stay the same (tested to 1e-4):
 - GELU: ours is the exact erf form (`F.gelu`); HF GPT-2 defaults to `gelu_new` (tanh), so the
-  config says `activation_function: "gelu"`, HF's exact one.
+  config says `activation_function: "gelu"`, HF's exact one (`gelu_new` for mlp "gelu_tanh",
+  the form of imported GPT-2 weights, model/base.py).
 - LayerNorm eps: torch's default 1e-5, which is HF GPT-2's `layer_norm_epsilon` default.
 - no biases (`bias=False`): GPT-2 always has them; zero biases compute the same thing.
 - untied head: `tie_word_embeddings: false` and its own `lm_head.weight`.
@@ -56,6 +59,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import load_file, save_file
 
+from model.card import CardContext, model_card
 from model.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from model.config import ModelConfig
 from model.gpt import GPT, RMS_EPS, mlp_hidden, rms_norm, sinusoidal_table
@@ -69,6 +73,7 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 PROVENANCE = "llmforge.json"  # beside an hf export: where it came from, what was converted
+CARD = "README.md"  # the model card (model/card.py)
 VOCAB_KEYS = ("tok_emb.weight", "lm_head.weight")  # first dimension is the vocabulary
 
 
@@ -131,7 +136,8 @@ def hf_config(cfg: ModelConfig, eot_token: int | None, tied: bool) -> dict[str, 
         "n_layer": cfg.n_layers,
         "n_head": cfg.n_heads,
         "n_inner": None,  # 4 * n_embd, as our MLP
-        "activation_function": "gelu",  # exact erf GELU = our F.gelu (HF's default is tanh)
+        # exact erf GELU = our F.gelu (HF's default is gelu_new, the tanh form = gelu_tanh)
+        "activation_function": "gelu_new" if cfg.mlp == "gelu_tanh" else "gelu",
         "resid_pdrop": cfg.dropout,
         "embd_pdrop": cfg.dropout,
         "attn_pdrop": cfg.dropout,
@@ -167,7 +173,7 @@ def hf_family(cfg: ModelConfig) -> tuple[str, str]:
     else:
         for wanted, field in (
             (cfg.norm == "layernorm", f"norm={cfg.norm}"),
-            (cfg.mlp == "gelu", f"mlp={cfg.mlp}"),
+            (cfg.mlp in ("gelu", "gelu_tanh"), f"mlp={cfg.mlp}"),
             (not cfg.qk_norm, "qk_norm"),
             (not cfg.embed_norm, "embed_norm"),
         ):
@@ -181,7 +187,9 @@ def hf_family(cfg: ModelConfig) -> tuple[str, str]:
 def llama_config(cfg: ModelConfig, eot_token: int | None, tied: bool) -> dict[str, Any]:
     """LlamaConfig-style fields (shared by the Qwen3, Apertus and Arcee configs)."""
     architecture, model_type = hf_family(cfg)
-    act = {"swiglu": "silu", "relu2": "relu2", "gelu": "gelu"}[cfg.mlp]  # transformers ACT2FN
+    act = {"swiglu": "silu", "relu2": "relu2", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}[
+        cfg.mlp
+    ]  # transformers ACT2FN names
     return {
         "architectures": [architecture],
         "model_type": model_type,
@@ -304,11 +312,19 @@ def _write_json(path: Path, value: Any) -> None:
 def _is_export(folder: Path) -> bool:
     """An earlier export (ours or hf) that a rerun may replace."""
     names = {p.name for p in folder.iterdir()}
-    return names <= {WEIGHTS, CONFIG, PROVENANCE, *TOKENIZER_FILES} and CONFIG in names
+    return names <= {WEIGHTS, CONFIG, PROVENANCE, CARD, *TOKENIZER_FILES} and CONFIG in names
 
 
-def export(checkpoint: Path, out_dir: Path, fmt: ExportFormat = "safetensors") -> dict[str, Any]:
-    """Write the export of `checkpoint` into `out_dir` (replacing an earlier export there).
+def export(
+    checkpoint: Path,
+    out_dir: Path,
+    fmt: ExportFormat = "safetensors",
+    context: CardContext | None = None,
+    license: str | None = None,
+) -> dict[str, Any]:
+    """Write the export of `checkpoint` into `out_dir` (replacing an earlier export there),
+    with a model card `README.md` (model/card.py) from the checkpoint and `context`, the run
+    behind it when known (`card_context`); `license` goes into the card's header.
 
     The folder is written beside `out_dir` and renamed into place, so a failure never leaves
     half an export. Returns the config that was written.
@@ -347,6 +363,10 @@ def export(checkpoint: Path, out_dir: Path, fmt: ExportFormat = "safetensors") -
             written = make_config(cfg, info["eot_token"], tied)
             _write_json(tmp / PROVENANCE, info | {"hf_conversions": notes})
         _write_json(tmp / CONFIG, written)
+        architecture = (written.get("architectures") or [FORMAT_NAME])[0]
+        params = sum(t.numel() for t in our_tensors(state["model"], cfg).values())
+        card = model_card(state, checkpoint, fmt, context, architecture, params, license)
+        (tmp / CARD).write_text(card, encoding="utf-8")
         if encoding is not None:  # tokenizer.json + tokenizer_config.json for AutoTokenizer
             write_hf_tokenizer(encoding, tmp, cfg.context_length)
         for path in tmp.iterdir():

@@ -163,6 +163,8 @@ class MLP(nn.Module):
             h = F.silu(self.gate(x)) * h  # SiLU(x W_gate) ⊙ x W_fc (Shazeer 2020)
         elif self.kind == "relu2":
             h = F.relu(h).square()  # Primer (So et al. 2021)
+        elif self.kind == "gelu_tanh":
+            h = F.gelu(h, approximate="tanh")  # OpenAI GPT-2's GELU
         else:
             h = F.gelu(h)
         return self.dropout(self.proj(h))

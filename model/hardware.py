@@ -108,6 +108,16 @@ def cpu_info() -> CpuInfo:
     )
 
 
+def hardware_name(device: torch.device) -> str:
+    """What trained, for people (train.json, the model card): the GPU's name, or the CPU's
+    model name; with the count where there are several."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"Apple {platform.machine()} (mps)"
+    return f"{cpu_info().model} ({os.cpu_count() or 1} logical CPUs)"
+
+
 def _is_x86(cpu: CpuInfo) -> bool:
     return cpu.arch.lower() in ("x86_64", "amd64", "i386", "i686")
 

@@ -41,7 +41,7 @@ def configure_optimizer(
     model: torch.nn.Module, cfg: TrainConfig, device: torch.device
 ) -> torch.optim.AdamW | MuonAdamW:
     """cfg.optimizer's optimizer for the model: AdamW (below) or Muon + AdamW (muon_adamw)."""
-    if cfg.resolved_optimizer == "muon":
+    if cfg.optimizer_for(getattr(model, "cfg", None)) == "muon":
         return muon_adamw(model, cfg, device)
     return adamw(model, cfg, device)
 

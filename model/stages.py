@@ -12,7 +12,7 @@ from typing import Any
 
 from model.config import EvalConfig, TrainConfig
 from pipeline.errors import DataError
-from pipeline.stage import Stage
+from pipeline.stage import Stage, version_input
 from pipeline.tokenize.tokenizer import check_token_dataset
 
 # The modules that shape the trained model (not plots, export, doctor or the hardware cache).
@@ -21,6 +21,7 @@ TRAIN_CODE = tuple(
     for name in (
         *("config", "gpt", "head", "data", "optim", "precision", "distributed", "train"),
         "sizing",
+        "base",
     )
 ) + ("model/checkpoint.py", "model/evaluate.py", "pipeline/stage.py")  # val loss: evaluate.py
 EVAL_CODE = tuple(
@@ -40,10 +41,29 @@ def check_eval_input(input_path: Path, tokens: Path | None = None) -> None:
         check_token_dataset(tokens, ("val",))
 
 
+def check_train(config: Any) -> None:
+    """train.init_from names a GPT-2 folder, a checkpoint or a recorded run (not read yet)."""
+    if config.train.init_from is not None:
+        from model.base import locate
+
+        locate(config.train.init_from, config.run.storage_root)
+
+
 def check_eval(config: Any) -> None:
     path = config.evaluate.hellaswag_path
     if path and not Path(path).is_file():
         raise DataError(f"{path}: no such file (evaluate.hellaswag_path)")
+
+
+def train_inputs(config: Any, tokens: Any) -> list[dict[str, str]]:
+    """What a train version is built from, as its id sees it: the token dataset `tokens` (a
+    Version) and, with train.init_from, the base model by content (model/base.py)."""
+    inputs = [version_input(tokens)]
+    if config.train.init_from is not None:
+        from model.base import base_input
+
+        inputs.append(base_input(config.train.init_from, config.run.storage_root))
+    return inputs
 
 
 def _manifest(summary: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +77,9 @@ def train_command(
     checked the input with `check_input` first."""
     from model.train import train
 
-    return _manifest(train(config.train, input_path, output_path, bool(options.get("resume"))))
+    resume = bool(options.get("resume"))
+    root = config.run.storage_root  # where a run id in train.init_from is found
+    return _manifest(train(config.train, input_path, output_path, resume, storage_root=root))
 
 
 def evaluate_command(
@@ -85,6 +107,9 @@ def describe_train(extra: dict[str, Any]) -> str:
         parts.append(extra["plan_summary"])
     if extra.get("depth") is not None:
         parts.append(f"auto depth {extra['depth']}")
+    base = extra.get("init_from")
+    if base:  # train.init_from: which base, by content
+        parts.append(f"from {base['kind']} {base['ref']} (sha256 {base['sha256'][:12]})")
     return ", ".join(parts)
 
 
@@ -103,6 +128,7 @@ TRAIN = Stage(
     kind="model",
     command=train_command,
     options=("resume",),
+    check=check_train,
     check_input=check_train_input,
     describe=describe_train,
 )

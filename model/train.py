@@ -7,7 +7,9 @@ Writes into out_dir: `checkpoint.pt` (latest, atomic), `metrics.jsonl` (one row 
 val rows), `loss_curve.png` and `train.json` (the summary returned). `resume=True` continues
 from out_dir/checkpoint.pt on exactly the batches and random numbers the run would have used.
 How many steps it makes is its plan (model/sizing.py): max_steps, or what fits a time or FLOP
-budget, fixed before step 1 and kept in the checkpoint.
+budget, fixed before step 1 and kept in the checkpoint. `train.init_from` starts from a base
+model's weights and architecture (a Hugging Face GPT-2 folder or an earlier checkpoint,
+model/base.py) instead of random ones; a resume continues its own checkpoint.
 
 Under torchrun (`python -m model.train_cli`, see model/distributed.py) the same function trains
 one model data-parallel: DDP averages gradients, each rank takes its own block of every global
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from model.base import read_base
 from model.checkpoint import (
     CHECKPOINT_NAME,
     check_compatible,
@@ -63,7 +66,7 @@ from model.distributed import (
 )
 from model.evaluate import token_losses
 from model.gpt import GPT, flops_per_token
-from model.hardware import Choice, choose_threads
+from model.hardware import Choice, choose_threads, hardware_name
 from model.optim import configure_optimizer, lr_at
 from model.plots import plot_loss_curve
 from model.precision import Precision, mfu, peak_flops, setup_precision
@@ -157,7 +160,8 @@ def resolve_compile(
     if cfg.compile != "auto":
         return bool(cfg.compile)
     model_cfg = model_cfg or cfg.model_config_for(vocab_size, depth=1)  # auto: its smallest
-    work = cfg.max_steps * cfg.tokens_per_step * flops_per_token(model_cfg)
+    tokens_per_step = cfg.batch_size * cfg.grad_accum_steps * model_cfg.context_length
+    work = cfg.max_steps * tokens_per_step * flops_per_token(model_cfg)
     if cfg.max_flops is not None:
         work = min(work, cfg.max_flops)
     if work < COMPILE_MIN_FLOPS:
@@ -264,13 +268,14 @@ def train(
     on_log: Callable[[dict], None] | None = None,
     ctx: DistContext | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    storage_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) training to its plan (model/sizing.py): cfg.max_steps, or the steps
     that fit cfg.max_seconds / cfg.max_flops; the run's summary.
 
     `ctx` defaults to `init_distributed(cfg.device)`: one process, or this rank under torchrun.
     `on_log` is called on rank 0 only. `clock` (seconds) times steps and budgets; tests pass
-    a fake one.
+    a fake one. `storage_root` is where a run id in cfg.init_from is looked up.
     """
     token_dir, out_dir = token_folder(token_dir), Path(out_dir)
     ctx = ctx or init_distributed(cfg.device)
@@ -278,7 +283,26 @@ def train(
     ckpt_path = out_dir / CHECKPOINT_NAME
     metrics_path = out_dir / "metrics.jsonl"
     state = _resume_state(ckpt_path, resume)
-    T = cfg.model_config_for(info.vocab_size, depth=1).context_length  # the same at any depth
+    # init_from: the base model's architecture (a resume keeps its own checkpoint's weights).
+    base, base_record, base_cfg = None, None, None
+    if cfg.init_from is not None and state is not None:
+        base_record = state.get("init_from") or {}
+        if base_record.get("ref") != cfg.init_from:
+            raise DataError(
+                f"{ckpt_path}: started from {base_record.get('ref')!r}, not train.init_from="
+                f"{cfg.init_from}; resume with the same init_from or start a new run"
+            )
+        base_cfg = ModelConfig.from_dict(state["model_config"])
+    elif cfg.init_from is not None:
+        base = read_base(cfg.init_from, storage_root)
+        base.check_tokenizer(info.tokenizer, info.vocab_size, tokenizer_spec(token_dir), token_dir)
+        base_cfg, base_record = base.model_config(cfg), base.record()
+        if ctx.is_main:
+            logger.info("init_from %s (%s, sha256 %s)", base.path, base.kind, base.sha256[:12])
+    if base_cfg is not None:
+        T = base_cfg.context_length
+    else:
+        T = cfg.model_config_for(info.vocab_size, depth=1).context_length  # the same at any depth
     # Data problems surface here, before any model is built.
     split = token_dir / "train"
     loader = TokenLoader(
@@ -295,16 +319,17 @@ def train(
         logger.info("%d threads: %s", threads.value, threads.reason)
     # Val bits per byte: the bytes each target token stands for (EOT excluded).
     byte_lengths = token_byte_lengths(encoding_for(token_dir), info.vocab_size)
-    tokens_per_step = ctx.world_size * cfg.tokens_per_step
+    tokens_per_step = ctx.world_size * cfg.batch_size * cfg.grad_accum_steps * T
 
     sizing: dict[str, Any] | None = None
     depth = None
-    if cfg.preset == "auto" and state is not None:  # resume: the depth the run chose, kept
+    auto = cfg.preset == "auto" and base_cfg is None  # an imported model is never resized
+    if auto and state is not None:  # resume: the depth the run chose, kept
         if (state.get("train_config") or {}).get("preset") != "auto" or not state.get("sizing"):
             raise DataError(f"{ckpt_path}: not a checkpoint of a preset=auto run")
         sizing = state["sizing"]
         depth = int(sizing["depth"])
-    elif cfg.preset == "auto":
+    elif auto:
         started_sizing = clock()
 
         def measure(arch: ModelConfig) -> float:
@@ -318,10 +343,14 @@ def train(
         depth = chosen.depth
         if ctx.is_main:
             logger.info("preset auto: %s", chosen.reason)
-    model_cfg = cfg.model_config_for(info.vocab_size, depth=depth)
+    model_cfg = base_cfg or cfg.model_config_for(info.vocab_size, depth=depth)
 
     _seed_everything(cfg.seed)  # the same initial weights on every rank
-    model = GPT(model_cfg).to(precision.device)
+    model = GPT(model_cfg)
+    if base is not None:
+        model.load_state_dict(base.state_dict(model_cfg))
+        del base  # its weights are the model's now
+    model = model.to(precision.device)
     if ctx.rank:
         _seed_everything(cfg.seed + ctx.rank)  # but other dropout masks (nanoGPT: seed + rank)
     optimizer = configure_optimizer(model, cfg, precision.device)
@@ -419,6 +448,7 @@ def train(
                 "val_set": val.identity(),
                 "plan": plan.to_dict() if plan else None,  # resume follows the same plan
                 "sizing": sizing,  # preset auto: the depth chosen, and why
+                "init_from": base_record,  # the base model: ref, kind, path, sha256
             }
             save_checkpoint(ckpt_path, checkpoint)
         barrier()  # no rank goes on (or exits) before the checkpoint is on disk
@@ -645,9 +675,13 @@ def train(
         "world_size": ctx.world_size,
         "model_config": model_cfg.to_dict(),
         "train_config": cfg.model_dump(),
+        "optimizer": cfg.optimizer_for(model_cfg),  # optimizer "auto" resolved
         "token_dataset": info.version_id,
         "val_set": val.identity(),
+        "hardware": hardware_name(precision.device),
     }
+    if base_record is not None:
+        summary["init_from"] = base_record
     if sizing is not None:
         summary |= {"depth": sizing["depth"], "sizing_reason": sizing["reason"], "sizing": sizing}
     if ctx.is_main:

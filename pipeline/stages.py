@@ -86,8 +86,13 @@ def code_version(stage: Stage) -> str:
 
 
 def plan(name: str, config: BaseModel, inputs: list[dict[str, str]]) -> VersionPlan:
-    """The version a stage would produce from `config` and `inputs`, without running it."""
-    return VersionPlan(name, config.model_dump(mode="json"), inputs, code_version(by_name(name)))
+    """The version a stage would produce from `config` and `inputs`, without running it.
+
+    The config dumps with context `version_id`: a config may leave out what enters the id
+    through `inputs` by content instead (train.init_from: the base model's hash).
+    """
+    dumped = config.model_dump(mode="json", context={"version_id": True})
+    return VersionPlan(name, dumped, inputs, code_version(by_name(name)))
 
 
 def resolve_source(

@@ -32,9 +32,11 @@ def _head(record: RunRecord) -> dict[str, Any]:
     return max(versions, key=lambda v: _rank(str(v["stage"])))
 
 
-def _entry(storage: Storage, record: RunRecord, stage: str, version_id: str) -> dict[str, Any]:
+def _entry(
+    storage: Storage, record: RunRecord | None, stage: str, version_id: str
+) -> dict[str, Any]:
     folder = storage.version_folder(stage, version_id)
-    recorded = (record.data.get("versions") or {}).get(stage) or {}
+    recorded = ((record.data.get("versions") if record else None) or {}).get(stage) or {}
     entry: dict[str, Any] = {
         "stage": stage,
         "version_id": version_id,
@@ -62,9 +64,8 @@ def _entry(storage: Storage, record: RunRecord, stage: str, version_id: str) -> 
     for source in sources:
         if source.get("source") == "files":
             # The fingerprint is of the files' contents; their names are in the run's config.
-            source["warc_paths"] = (
-                (record.data.get("config") or {}).get("source", {}).get("warc_paths", [])
-            )
+            config = (record.data.get("config") if record else None) or {}
+            source["warc_paths"] = config.get("source", {}).get("warc_paths", [])
     entry["sources"] = sources
     return entry
 
@@ -78,7 +79,15 @@ def lineage(storage: Storage, run_id: str) -> list[dict[str, Any]]:
     """
     record = RunRecord.load(storage, run_id)
     head = _head(record)
-    todo = [(str(head["stage"]), str(head["version_id"]))]
+    return version_lineage(storage, str(head["stage"]), str(head["version_id"]), record)
+
+
+def version_lineage(
+    storage: Storage, stage: str, version_id: str, record: RunRecord | None = None
+) -> list[dict[str, Any]]:
+    """The chain behind one version, downstream first, as `lineage` gives it; `record` (the
+    run that made it, if known) supplies counts of deleted versions and WARC paths."""
+    todo = [(stage, version_id)]
     chain: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     while todo:
