@@ -249,7 +249,10 @@ def stage(
     run: Annotated[str | None, typer.Option("--run", help="Rerun this stage of a run.")] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    force: Annotated[bool, typer.Option(help="Recompute even if the version exists.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(help="Recompute even if the version exists; train/evaluate: replace OUTPUT."),
+    ] = False,
     tokens: Annotated[Path | None, typer.Option(help="evaluate: the token dataset folder.")] = None,
     resume: Annotated[
         bool, typer.Option(help="train: continue from OUTPUT/checkpoint.pt.")
@@ -277,7 +280,9 @@ def stage(
     with _output_locked(output):
         if spec.command is not None:
             stages.check_input(name, input, tokens)  # a wrong token input: one line, first
-            manifest = spec.command(cfg, input, output, {"tokens": tokens, "resume": resume})
+            options = {"tokens": tokens, "resume": resume, "force": force}
+            with _progress_lines(name):
+                manifest = spec.command(cfg, input, output, options)
         else:
             manifest = stages.run_standalone(
                 name,
@@ -293,6 +298,30 @@ def stage(
     else:
         summary = f"{counts['docs_in']} in, {counts['docs_out']} out, drops {counts['drops']}"
     console.print(f"{name}: {summary} → {output}", soft_wrap=True)
+
+
+@contextmanager
+def _progress_lines(stage: str) -> Iterator[None]:
+    """A model stage's log lines (step, loss, tokens/s, ETA) on stderr while it runs, when
+    stderr is a terminal or LLMFORGE_PROGRESS=1; quiet when piped, as usual."""
+    import logging
+
+    if not (sys.stderr.isatty() or os.environ.get("LLMFORGE_PROGRESS") == "1"):
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{stage}: %(message)s"))
+    loggers = [logging.getLogger(name) for name in ("model.train", "model.evaluate")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.removeHandler(handler)
+            log.setLevel(level)
 
 
 @contextmanager

@@ -7,6 +7,7 @@ before any work, and `llmforge stage train|evaluate --input ... --output ...`.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,21 @@ def _manifest(summary: dict[str, Any]) -> dict[str, Any]:
     return {"counts": {"docs_in": 0, "docs_out": 0, "drops": {}, "extra": summary}}
 
 
+def fresh_output(output_path: Path, resume: bool, force: bool) -> None:
+    """Refuse to write over an earlier result, as every data stage does: a non-empty OUTPUT is
+    continued (--resume, train only), replaced (--force), or left alone with one error line."""
+    if resume or not output_path.is_dir() or not any(output_path.iterdir()):
+        return
+    if not force:
+        resumable = (output_path / "checkpoint.pt").exists()
+        hint = "--resume to continue its training or " if resumable else ""
+        raise DataError(
+            f"{output_path}: output folder exists and is not empty "
+            f"(use {hint}--force to replace it)"
+        )
+    shutil.rmtree(output_path)
+
+
 def train_command(
     config: Any, input_path: Path, output_path: Path, options: dict[str, Any]
 ) -> dict[str, Any]:
@@ -78,6 +94,7 @@ def train_command(
     from model.train import train
 
     resume = bool(options.get("resume"))
+    fresh_output(output_path, resume, bool(options.get("force")))
     root = config.run.storage_root  # where a run id in train.init_from is found
     return _manifest(train(config.train, input_path, output_path, resume, storage_root=root))
 
@@ -91,6 +108,7 @@ def evaluate_command(
     tokens = options.get("tokens")  # checked by the CLI with `check_input` first
     if tokens is None:
         raise DataError("stage evaluate: give --tokens TOKEN_DATASET_DIR")
+    fresh_output(output_path, False, bool(options.get("force")))
     checkpoint = input_path / "checkpoint.pt" if input_path.is_dir() else input_path
     return _manifest(evaluate(config.evaluate, checkpoint, tokens, output_path))
 

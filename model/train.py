@@ -214,6 +214,15 @@ def distributed_val_metrics(
     return loss, (total[2] / (math.log(2) * total[3])).item()
 
 
+def _clock_time(seconds: float) -> str:
+    """12 s, 4m05s, 1h02m: an ETA at a glance."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes}m{seconds:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
 def time_steps(
     step: Callable[[], object], clock: Callable[[], float], warmup: int, steps: int, max_s: float
 ) -> tuple[float, int]:
@@ -619,9 +628,10 @@ def train(
         }
         record(row, notify=step % cfg.log_interval == 0)
         if step % cfg.log_interval == 0 and ctx.is_main:
+            eta = (plan.steps - step) * step_time / steps_run  # at this call's mean step time
             logger.info(
-                "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s",
-                *(step, plan.steps, loss, lr, row["tokens_per_s"]),
+                "step %d/%d | loss %.4f | lr %.2e | %.0f tok/s | ETA %s",
+                *(step, plan.steps, loss, lr, row["tokens_per_s"], _clock_time(eta)),
             )
         if step == retime_at and steps_run >= RETIME_MIN_STEPS // 2:
             plan = retime()
