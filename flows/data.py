@@ -123,6 +123,10 @@ def _stage_flow(stage: str):
     return flow(name=stage, log_prints=False, validate_parameters=True)(body)
 
 
-def stage_flow(stage: str, config: PipelineConfig):
-    """The data stage's subflow with the task runner the config asks for (threads or Dask)."""
-    return _stage_flow(stages.by_name(stage).name).with_options(task_runner=task_runner(config.run))
+def stage_flow(stage: str, config: PipelineConfig, run_id: str | None = None):
+    """The data stage's subflow with the task runner the config asks for (threads or Dask),
+    named `RUN_ID-stage` in the UI, so that searching the UI for a run id finds its stages."""
+    options: dict[str, Any] = {"task_runner": task_runner(config.run)}
+    if run_id is not None:
+        options["flow_run_name"] = f"{run_id}-{stage}"  # run ids hold no braces: no template
+    return _stage_flow(stages.by_name(stage).name).with_options(**options)

@@ -169,7 +169,7 @@ def _versions(storage: Storage, versions: dict[str, Any], *names: str) -> list[V
     return found
 
 
-@flow(name="train", log_prints=False)
+@flow(name="train", log_prints=False, flow_run_name="{run_id}-train")
 def train_flow(
     config: PipelineConfig, versions: dict[str, Any], run_id: RunId, force: bool = False
 ) -> dict[str, Any]:
@@ -210,7 +210,7 @@ def train_via_deployment(
     return version.summary()
 
 
-@flow(name="evaluate", log_prints=False)
+@flow(name="evaluate", log_prints=False, flow_run_name="{run_id}-evaluate")
 def evaluate_flow(
     config: PipelineConfig, versions: dict[str, Any], run_id: RunId, force: bool = False
 ) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from pipeline.config import PipelineConfig, config_from_dict
 from pipeline.errors import EmptyStageError
 from pipeline.report import build_report
 from pipeline.store.gc import clean_stale
-from pipeline.store.runs import RunRecord, earlier_versions
+from pipeline.store.runs import RunRecord, earlier_versions, new_run_id
 from pipeline.store.versions import RunId, Storage, check_run_id
 
 
@@ -90,7 +90,20 @@ def summary_markdown(record: RunRecord) -> str:
     return "\n".join(lines)
 
 
-@flow(name="llmforge-pipeline", log_prints=False)
+def _named_by_run_id() -> str:
+    """The flow run's name in the UI is its run id (searchable); a scheduled run, whose id is
+    made inside the flow, starts as "llmforge-run" and is renamed there."""
+    return flow_run.parameters.get("run_id") or "llmforge-run"
+
+
+def _rename_flow_run(name: str) -> None:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.get_id(), name=name)
+
+
+@flow(name="llmforge-pipeline", log_prints=False, flow_run_name=_named_by_run_id)
 def pipeline_flow(
     config: PipelineConfig = PipelineConfig(),  # noqa: B008 (a pydantic default, never mutated)
     run_id: RunId | None = None,
@@ -105,6 +118,9 @@ def pipeline_flow(
     """
     if run_id is not None:
         check_run_id(run_id)
+    else:
+        run_id = new_run_id()
+        _rename_flow_run(run_id)
     if overrides:
         config = config_from_dict(config.model_dump(mode="json"), overrides)
     stages.preflight(config, stages.stages_to_run(config))
@@ -129,7 +145,9 @@ def pipeline_flow(
                 summary = run_model_stage(stage, config, versions, record.run_id, force)
             else:
                 try:
-                    summary = stage_flow(stage, config)(config, upstream, force, earlier.get(stage))
+                    summary = stage_flow(stage, config, record.run_id)(
+                        config, upstream, force, earlier.get(stage)
+                    )
                 except EmptyStageError as exc:
                     if not only_seen_before(exc):
                         raise

@@ -34,7 +34,7 @@ def recorded_earlier(storage: Storage, recorded: dict[str, Any] | None) -> list[
     ]
 
 
-@flow(name="llmforge-rerun-stage", log_prints=False)
+@flow(name="llmforge-rerun-stage", log_prints=False, flow_run_name="{run_id}-rerun-{stage}")
 def rerun_stage_flow(
     stage: str, config: PipelineConfig, run_id: RunId, force: bool = False
 ) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def rerun_stage_flow(
             summary = run_model_stage(stage, config, record.data["versions"], run_id, force)
         else:
             earlier = recorded_earlier(storage, record.data["versions"].get(stage))
-            summary = stage_flow(stage, config)(config, upstream, force, earlier)
+            summary = stage_flow(stage, config, run_id)(config, upstream, force, earlier)
     finally:
         shutdown_pool()
     record.data.setdefault("reruns", []).append(

@@ -97,6 +97,19 @@ def test_prefect_server_recorded_every_stage_and_shard_task(prefect_api, first_r
     assert shards["docs_out"] > 0
 
 
+def test_flow_runs_are_named_by_the_run_id(prefect_api, first_run):
+    """Searching the UI for a run id finds the run and each of its stages."""
+    _, _, record = first_run
+    (run,) = _api(
+        prefect_api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": ["run-first"]}}}
+    )
+    assert run["id"] == record["prefect"]["flow_run_id"]
+    children = _child_flow_runs(prefect_api, run["id"])
+    assert {stage: c["run"]["name"] for stage, c in children.items()} == {
+        stage: f"run-first-{stage}" for stage in DATA_STAGES
+    }
+
+
 def test_rerun_reuses_every_stage_and_shows_cached(prefect_api, first_run):
     root, base_url, first = first_run
     again = pipeline_flow(_config(root, base_url), "run-again")
