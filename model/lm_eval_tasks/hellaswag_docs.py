@@ -27,11 +27,13 @@ def split_context(doc: dict[str, Any]) -> tuple[str, str]:
 
 
 def process_doc(doc: dict[str, Any]) -> dict[str, Any]:
-    """The stock task's _process_doc, on either file layout."""
+    """The stock task's _process_doc, on either file layout (an item without an activity
+    label gets no "label: " in front)."""
     ctx_a, ctx_b = split_context(doc)
     ctx = ctx_a + " " + ctx_b.capitalize()
+    label = doc.get("activity_label")  # every HellaSwag item has one; hand-made files may not
     return {
-        "query": preprocess(doc["activity_label"] + ": " + ctx),
+        "query": preprocess(f"{label}: {ctx}" if label else ctx),
         "choices": [preprocess(ending) for ending in doc["endings"]],
         "gold": int(doc["label"]),
     }
