@@ -152,6 +152,9 @@ def evaluate(
     """Score one checkpoint on the token dataset's val split (+ HellaSwag if configured)."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    harness = load_harness() if cfg.lm_eval_tasks else None
+    if harness is not None:
+        harness.check_tasks(cfg)  # a bad task name or data file: one line, before any work
     precision = setup_precision(cfg.device, cfg.precision)
     model, state = load_model(checkpoint, precision.device)
     info = read_token_manifest(token_dir)
@@ -204,8 +207,7 @@ def evaluate(
             precision.device,
             cfg.hellaswag_limit,
         )
-    if cfg.lm_eval_tasks:
-        harness = load_harness()
+    if harness is not None:
         lm = harness.HarnessLM(model, encoding, precision, cfg.batch_size)
         result["lm_eval"] = harness.run_harness(cfg, lm)
     if cfg.contamination:
