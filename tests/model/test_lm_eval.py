@@ -296,5 +296,18 @@ def test_missing_data_file_of_an_included_task_names_it(trained, tmp_path):
     assert "\n" not in str(caught.value)
 
 
+def test_without_lm_eval_installed_the_error_says_how_to_install(monkeypatch):
+    import sys
+
+    import model
+    from model.evaluate import load_harness
+
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # `import lm_eval` fails as if absent
+    monkeypatch.delitem(sys.modules, "model.harness")
+    monkeypatch.delattr(model, "harness")
+    with pytest.raises(DataError, match=r"pip install 'llmforge\[eval\]'"):
+        load_harness()
+
+
 def test_eval_config_defaults_run_no_harness():
     assert EvalConfig().lm_eval_tasks == [] and EvalConfig().lm_eval_include == []
