@@ -5,10 +5,11 @@
 
 `HarnessLM` is lm_eval's model interface (`TemplateLM`: loglikelihood, loglikelihood_rolling,
 generate_until) over our GPT and the checkpoint's own tiktoken Encoding. Scoring the model where
-it is, rather than through its Hugging Face export and lm_eval's `hf` model, works for every
-architecture and tokenizer the project trains (the export knows GPT-2 and Llama layouts, and a
-trained BPE needs its tokenizer files converted), needs no transformers at run time and no
-folder on disk, and uses the evaluation's device and precision.
+it is, rather than through its Hugging Face export (model/export.py) and lm_eval's `hf` model:
+the logits are our model's own, not a transformers class's (equal to 1e-4), every
+configuration scores (the export refuses a few, such as rope with LayerNorm), nothing is
+written to disk per evaluation, transformers is not needed at run time (it is a dev
+dependency), and the evaluation's device and precision apply.
 
 Tasks, all read from local files (Hugging Face offline mode is switched on, nothing is
 downloaded):
