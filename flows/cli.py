@@ -112,6 +112,7 @@ def _prefect(storage, no_server: bool) -> dict:
 def print_summary(record: dict[str, Any]) -> None:
     """Docs in/out per stage, drop reasons, tokens and model results of one run."""
     from pipeline.stages import is_model
+    from pipeline.store.compare import harness_lines
     from pipeline.tokenize.tokenizer import describe_compression
 
     table = Table(title=f"run {record['run_id']} ({record['status']})")
@@ -142,6 +143,7 @@ def print_summary(record: dict[str, Any]) -> None:
             notes.append(
                 f"hellaswag ({hs['n']}): acc {hs['acc']:.3f}, acc_norm {hs['acc_norm']:.3f}"
             )
+        notes += harness_lines(extra)  # lm-evaluation-harness, beside our scorer's line
         if isinstance(extra.get("contamination"), dict):
             sets = extra["contamination"]
             found = [

@@ -17,7 +17,7 @@ from prefect.concurrency.sync import concurrency
 
 from flows.assets import publish_asset
 from flows.data import reuse_version
-from flows.monitor import Progress, loss_markdown, publish_markdown
+from flows.monitor import Progress, evaluation_markdown, loss_markdown, publish_markdown
 from model.stages import train_inputs
 from pipeline import stages
 from pipeline.config import PipelineConfig
@@ -214,12 +214,16 @@ def train_via_deployment(
 def evaluate_flow(
     config: PipelineConfig, versions: dict[str, Any], run_id: RunId, force: bool = False
 ) -> dict[str, Any]:
-    """Val loss, perplexity, bits per byte, samples (and HellaSwag when configured)."""
+    """Val loss, perplexity, bits per byte, samples (and HellaSwag, lm_eval when configured);
+    an `evaluation` artifact shows the numbers."""
     storage = Storage.at(config.run.storage_root, config.run.verify)
     tokens, trained = _versions(storage, versions, "tokenize", "train")
     version = evaluate_version(config, trained, tokens, force)
     publish_asset(storage, version, config)
     _link_artifacts(RunRecord.load(storage, run_id), version, EVAL_ARTIFACTS)
+    evaluation = version.manifest.get("counts", {}).get("extra", {})
+    markdown = evaluation_markdown(evaluation, version.version_id)
+    publish_markdown("evaluation", markdown, f"evaluate version {version.version_id}")
     return version.summary()
 
 

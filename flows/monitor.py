@@ -20,6 +20,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from pipeline.store.compare import harness_metrics, value_at
+
 MIN_INTERVAL_S = 2.0
 
 
@@ -76,6 +78,32 @@ def loss_markdown(metrics_path: Path, curve_png: Path, rows: int = 12) -> str:
         parts += [f"![loss curve](data:image/png;base64,{encoded})", ""]
     parts += table + ["", f"Metrics: `{metrics_path}`"]
     return "\n".join(parts)
+
+
+def evaluation_rows(evaluation: dict[str, Any]) -> list[tuple[str, float]]:
+    """An eval.json's numbers as (metric, value): val metrics, our HellaSwag scorer's, then
+    lm-evaluation-harness's (the run summary's table and the evaluation artifact)."""
+    rows = [
+        (key.replace("_", " "), evaluation[key])
+        for key in ("bits_per_byte", "val_loss", "perplexity")
+        if isinstance(evaluation.get(key), int | float)
+    ]
+    rows += [
+        (f"hellaswag {name}", value)
+        for name, value in (evaluation.get("hellaswag") or {}).items()
+        if isinstance(value, int | float)
+    ]
+    harness = harness_metrics(evaluation)
+    return rows + [(label, value_at(evaluation, path)) for label, path in harness]
+
+
+def evaluation_markdown(evaluation: dict[str, Any], version_id: str) -> str:
+    """The evaluation artifact: every number, our HellaSwag scorer beside the harness's."""
+    lines = [f"# Evaluation {version_id}", "", "| metric | value |", "|---|---:|"]
+    lines += [f"| {metric} | {value:.4f} |" for metric, value in evaluation_rows(evaluation)]
+    if (evaluation.get("lm_eval") or {}).get("version"):
+        lines += ["", f"lm-evaluation-harness {evaluation['lm_eval']['version']}"]
+    return "\n".join(lines)
 
 
 def publish_markdown(key: str, markdown: str, description: str) -> Any:

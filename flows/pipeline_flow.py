@@ -17,6 +17,7 @@ from prefect.utilities.urls import url_for
 from flows.data import stage_flow
 from flows.executor import shutdown_pool
 from flows.model import run_model_stage
+from flows.monitor import evaluation_rows
 from pipeline import stages
 from pipeline.config import PipelineConfig, config_from_dict
 from pipeline.errors import EmptyStageError
@@ -71,12 +72,7 @@ def summary_markdown(record: RunRecord) -> str:
     evaluation = record.data["versions"].get("evaluate", {}).get("counts", {}).get("extra", {})
     if evaluation:
         lines += ["", "## Evaluation", "", "| metric | value |", "|---|---:|"]
-        for key in ("bits_per_byte", "val_loss", "perplexity"):
-            if isinstance(evaluation.get(key), int | float):
-                lines.append(f"| {key.replace('_', ' ')} | {evaluation[key]:.4f} |")
-        for name, value in (evaluation.get("hellaswag") or {}).items():
-            if isinstance(value, int | float):
-                lines.append(f"| hellaswag {name} | {value:.4f} |")
+        lines += [f"| {metric} | {value:.4f} |" for metric, value in evaluation_rows(evaluation)]
         for sample in evaluation.get("samples", [])[:2]:
             lines += ["", f"> **{sample['prompt']}**{sample['completion']}"]
     lines += [

@@ -2,5 +2,6 @@
 
 config.py (ModelConfig, presets, TrainConfig, EvalConfig; torch-free) → gpt.py (the model) →
 data.py (token dataset loader) → optim.py / precision.py → train.py (`train(...)`) →
-checkpoint.py → evaluate.py + hellaswag.py (`evaluate(...)`) → plots.py.
+checkpoint.py → evaluate.py + hellaswag.py (`evaluate(...)`; harness.py: lm-evaluation-harness)
+→ plots.py.
 """

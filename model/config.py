@@ -294,6 +294,14 @@ class EvalConfig(BaseModel):
     seed: int = 1337
     hellaswag_path: str | None = None  # JSONL with ctx / endings / label; None skips it
     hellaswag_limit: int | None = Field(default=None, gt=0)  # first N items (None: all)
+    # EleutherAI's lm-evaluation-harness on the model (`pip install 'llmforge[eval]'`,
+    # model/harness.py), offline. "hellaswag": the stock task on hellaswag_path's first
+    # hellaswag_limit items (the ones our scorer reads); other names: tasks in lm_eval's YAML
+    # format in the lm_eval_include folders (on your data files, or a folder of lm_eval's own
+    # tasks whose data the Hugging Face datasets cache holds).
+    lm_eval_tasks: list[str] = Field(default_factory=list)
+    lm_eval_include: list[str] = Field(default_factory=list)  # folders of task YAMLs
+    lm_eval_limit: int | None = Field(default=None, gt=0)  # first N docs of the other tasks
     contamination: bool = True  # 13-gram overlap of val/HellaSwag items with the train split
     precision: Precision = "auto"
     device: Device = "auto"

@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint: val loss, perplexity, bits per byte, samples, HellaSwag.
+"""Evaluate a checkpoint: val loss, perplexity, bits per byte, samples, HellaSwag, lm_eval.
 
     from model.evaluate import evaluate
     evaluate(EvalConfig(), Path("runs/x/checkpoint.pt"), Path("tokens/v1"), Path("evals/x"))
@@ -9,7 +9,8 @@ dataset's version id, count and hash so runs compare on the same text (REFERENCE
 `val_set_sha256` names them (sha256 of the token ids), and `llmforge runs compare` refuses to
 compare metrics measured on different ones. `contamination` counts the evaluation items (val
 documents, HellaSwag items) sharing a word 13-gram with a training document
-(pipeline/contamination.py).
+(pipeline/contamination.py). `lm_eval` holds lm-evaluation-harness scores of the tasks
+`lm_eval_tasks` names (model/harness.py), HellaSwag's beside our own scorer's `hellaswag`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ from model.precision import Precision, setup_precision
 from pipeline.contamination import NgramIndex, hellaswag_texts, token_dataset_texts
 from pipeline.errors import DataError
 from pipeline.store.fs import atomic_write
+
+
+def load_harness():
+    """model/harness.py, or one line saying how to install lm-evaluation-harness."""
+    try:
+        from model import harness
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "lm_eval":
+            raise
+        raise DataError(
+            "evaluate.lm_eval_tasks needs lm-evaluation-harness: pip install 'llmforge[eval]'"
+        ) from None
+    return harness
 
 
 @torch.no_grad()
@@ -138,6 +152,9 @@ def evaluate(
     """Score one checkpoint on the token dataset's val split (+ HellaSwag if configured)."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    harness = load_harness() if cfg.lm_eval_tasks else None
+    if harness is not None:
+        harness.check_tasks(cfg)  # a bad task name or data file: one line, before any work
     precision = setup_precision(cfg.device, cfg.precision)
     model, state = load_model(checkpoint, precision.device)
     info = read_token_manifest(token_dir)
@@ -190,6 +207,9 @@ def evaluate(
             precision.device,
             cfg.hellaswag_limit,
         )
+    if harness is not None:
+        lm = harness.HarnessLM(model, encoding, precision, cfg.batch_size)
+        result["lm_eval"] = harness.run_harness(cfg, lm)
     if cfg.contamination:
         result["contamination"] = contamination_report(
             token_dir, encoding.decode, info.eot_token, cfg.hellaswag_path, cfg.hellaswag_limit

@@ -28,7 +28,13 @@ TRAIN_CODE = tuple(
 EVAL_CODE = tuple(
     f"model/{name}.py"
     for name in ("config", "gpt", "head", "data", "precision", "checkpoint", "evaluate")
-) + ("model/hellaswag.py", "pipeline/contamination.py", "pipeline/stage.py")
+) + (
+    "model/hellaswag.py",
+    "model/harness.py",
+    "model/lm_eval_tasks/*",  # the harness's task definitions
+    "pipeline/contamination.py",
+    "pipeline/stage.py",
+)
 
 
 def check_train_input(input_path: Path, tokens: Path | None = None) -> None:
@@ -54,6 +60,10 @@ def check_eval(config: Any) -> None:
     path = config.evaluate.hellaswag_path
     if path and not Path(path).is_file():
         raise DataError(f"{path}: no such file (evaluate.hellaswag_path)")
+    if config.evaluate.lm_eval_tasks:  # names, folders and data files, before training
+        from model.evaluate import load_harness
+
+        load_harness().check_tasks(config.evaluate)
 
 
 def train_inputs(config: Any, tokens: Any) -> list[dict[str, str]]:
@@ -108,6 +118,7 @@ def evaluate_command(
     tokens = options.get("tokens")  # checked by the CLI with `check_input` first
     if tokens is None:
         raise DataError("stage evaluate: give --tokens TOKEN_DATASET_DIR")
+    check_eval(config)  # the HellaSwag file, the harness's tasks: before loading the model
     fresh_output(output_path, False, bool(options.get("force")))
     checkpoint = input_path / "checkpoint.pt" if input_path.is_dir() else input_path
     return _manifest(evaluate(config.evaluate, checkpoint, tokens, output_path))
@@ -132,10 +143,16 @@ def describe_train(extra: dict[str, Any]) -> str:
 
 
 def describe_eval(extra: dict[str, Any]) -> str:
-    return (
+    from pipeline.store.compare import harness_lines  # not at the top: it imports the stages
+
+    parts = [
         f"bits per byte {extra['bits_per_byte']:.3f}, val loss {extra['val_loss']:.3f}, "
         f"perplexity {extra['perplexity']:.1f}"
-    )
+    ]
+    if isinstance(extra.get("hellaswag"), dict):
+        hs = extra["hellaswag"]
+        parts.append(f"hellaswag ({hs['n']}): acc {hs['acc']:.3f}, acc_norm {hs['acc_norm']:.3f}")
+    return "; ".join(parts + harness_lines(extra))
 
 
 TRAIN = Stage(
@@ -154,7 +171,7 @@ EVALUATE = Stage(
     name="evaluate",
     config=EvalConfig,
     code=EVAL_CODE,
-    libraries=("torch", "tiktoken"),
+    libraries=("torch", "tiktoken", "lm_eval"),
     check=check_eval,
     kind="model",
     command=evaluate_command,

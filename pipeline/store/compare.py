@@ -32,6 +32,7 @@ METRICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("perplexity", "eval", ("perplexity",)),
     ("hellaswag acc", "eval", ("hellaswag", "acc")),
     ("hellaswag acc_norm", "eval", ("hellaswag", "acc_norm")),
+    # here: each lm-evaluation-harness number the runs have (harness_metrics)
     ("train val bpb", "train", ("final_val_bpb",)),
     ("train steps", "train", ("steps",)),
     ("planned steps", "train", ("planned_steps",)),
@@ -127,11 +128,59 @@ def val_refusal(a: RunSide, b: RunSide) -> str | None:
     return None
 
 
-def _metric(side: RunSide, where: str, path: tuple[str, ...]) -> Any:
-    value: Any = side.eval if where == "eval" else side.train
+def value_at(data: Any, path: tuple[str, ...]) -> Any:
+    """data[path[0]][path[1]]..., or None where a key is missing."""
     for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def _metric(side: RunSide, where: str, path: tuple[str, ...]) -> Any:
+    return value_at(side.eval if where == "eval" else side.train, path)
+
+
+def _harness_scores(values: dict[str, Any]) -> list[str]:
+    """The metric names of one task's harness result: its numbers but n and the stderrs."""
+    return [
+        metric
+        for metric, value in values.items()
+        if isinstance(value, int | float) and metric != "n" and not metric.endswith("_stderr")
+    ]
+
+
+def _harness_tasks(evaluation: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    tasks = ((evaluation or {}).get("lm_eval") or {}).get("tasks") or {}
+    return {task: values for task, values in tasks.items() if isinstance(values, dict)}
+
+
+def harness_metrics(evaluation: dict[str, Any] | None) -> list[tuple[str, tuple[str, ...]]]:
+    """(label, key path in eval.json) of each lm-evaluation-harness number an eval.json holds
+    (model/harness.py): "lm_eval hellaswag acc" at lm_eval.tasks.hellaswag.acc; no stderrs."""
+    return [
+        (f"lm_eval {task} {metric}", ("lm_eval", "tasks", task, metric))
+        for task, values in _harness_tasks(evaluation).items()
+        for metric in _harness_scores(values)
+    ]
+
+
+def harness_lines(evaluation: dict[str, Any] | None) -> list[str]:
+    """One line per harness task: "lm_eval hellaswag (200): acc 0.265 ± 0.031, acc_norm ..."."""
+    lines = []
+    for task, values in _harness_tasks(evaluation).items():
+        shown = []
+        for metric in _harness_scores(values):
+            stderr = values.get(f"{metric}_stderr")
+            spread = f" ± {stderr:.3f}" if isinstance(stderr, int | float) else ""
+            shown.append(f"{metric} {values[metric]:.3f}{spread}")
+        lines.append(f"lm_eval {task} ({values.get('n', '?')}): {', '.join(shown)}")
+    return lines
+
+
+def metric_rows(a: RunSide, b: RunSide) -> list[tuple[str, str, tuple[str, ...]]]:
+    """METRICS with the harness's numbers of either run after our HellaSwag scorer's."""
+    harness = dict.fromkeys(harness_metrics(a.eval) + harness_metrics(b.eval))  # ordered union
+    cut = [label for label, _, _ in METRICS].index("hellaswag acc_norm") + 1
+    return [*METRICS[:cut], *((label, "eval", path) for label, path in harness), *METRICS[cut:]]
 
 
 def compare_runs(storage: Storage, run_a: str, run_b: str) -> Comparison:
@@ -143,7 +192,7 @@ def compare_runs(storage: Storage, run_a: str, run_b: str) -> Comparison:
         b,
         config_diffs(a.config, b.config),
         [(s, a.versions.get(s), b.versions.get(s)) for s in stages],
-        [(label, _metric(a, w, p), _metric(b, w, p)) for label, w, p in METRICS],
+        [(label, _metric(a, w, p), _metric(b, w, p)) for label, w, p in metric_rows(a, b)],
         val_refusal(a, b),
     )
 

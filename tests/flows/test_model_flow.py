@@ -47,6 +47,7 @@ def model_run(prefect_api, sample_site, tmp_path_factory):
         "evaluate.eval_tokens=512",
         "evaluate.max_new_tokens=8",
         f'evaluate.hellaswag_path="{hellaswag}"',
+        "evaluate.lm_eval_tasks=['hellaswag']",  # the harness too, on the same 3 items
     ]
     config = load_config(None, overrides)
     return root, config, pipeline_flow(config, "model-run")
@@ -62,6 +63,7 @@ def test_train_and_evaluate_run_as_versioned_subflows(model_run):
     assert math.isfinite(evaluation["val_loss"]) and evaluation["perplexity"] > 1
     assert 0 < evaluation["bits_per_byte"] < 20
     assert evaluation["hellaswag"]["n"] == 3
+    assert evaluation["lm_eval"]["tasks"]["hellaswag"]["n"] == 3
     assert len(evaluation["samples"]) == len(load_config().evaluate.prompts)
     run_dir = root / "runs" / "model-run"
     for name in ("checkpoint.pt", "metrics.jsonl", "loss_curve.png", "eval.json", "samples.txt"):
@@ -191,3 +193,18 @@ def test_training_waits_for_the_global_concurrency_slot(model_run):
     finished_at, reused = train_now()
     holder.join()
     assert not reused and finished_at > released["at"]
+
+
+def test_evaluation_artifact_shows_both_hellaswag_scorers(prefect_api, model_run):
+    """The UI's `evaluation` artifact and the run summary: our scorer's numbers and the
+    harness's, one row each."""
+    import httpx
+
+    rows = ("| hellaswag acc |", "| lm_eval hellaswag acc |", "| lm_eval hellaswag acc_norm |")
+    for key in ("evaluation", "run-summary"):  # other tests' runs publish these keys too
+        body = {"artifacts": {"key": {"any_": [key]}}, "limit": 50}
+        url = f"{prefect_api['api_url']}/artifacts/filter"
+        response = httpx.post(url, json=body, timeout=30)
+        response.raise_for_status()
+        texts = [artifact["data"] for artifact in response.json()]
+        assert any(all(row in text for row in rows) for text in texts), (key, texts)

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import DataError
-from pipeline.store.compare import compare_runs, config_diffs, flatten, plot_loss_curves
+from pipeline.store.compare import (
+    compare_runs,
+    config_diffs,
+    flatten,
+    harness_lines,
+    plot_loss_curves,
+)
 from pipeline.store.versions import Storage
 from tests.conftest import llmforge
 
@@ -86,6 +92,28 @@ def test_same_val_set_compares_metrics(root, tmp_path):
     assert metrics["tokens/s"] == (1234.5, 1234.5)
     png = plot_loss_curves(result, tmp_path / "plots" / "ab.png")
     assert png.read_bytes().startswith(PNG_MAGIC) and png.stat().st_size > 10_000
+
+
+def test_harness_scores_sit_beside_our_hellaswag_scores(root):
+    """A run evaluated with lm_eval_tasks gets rows after our scorer's; the other run shows
+    None there (not evaluated with the harness)."""
+    path = root / "versions" / "evaluate" / vid("ev-a") / "eval.json"
+    evaluation = json.loads(path.read_text())
+    tasks = {"hellaswag": {"n": 10, "acc": 0.31, "acc_stderr": 0.02, "acc_norm": 0.28}}
+    evaluation["lm_eval"] = {"version": "0.4.13", "tasks": tasks}
+    write_json(path, evaluation)
+    result = compare_runs(Storage.at(root), "a", "b")
+    labels = [label for label, _, _ in result.metrics]
+    after = labels.index("hellaswag acc_norm") + 1
+    assert labels[after : after + 3] == [
+        "lm_eval hellaswag acc",
+        "lm_eval hellaswag acc_norm",
+        "train val bpb",
+    ]
+    metrics = {label: (a, b) for label, a, b in result.metrics}
+    assert metrics["lm_eval hellaswag acc"] == (0.31, None)
+    (line,) = harness_lines(evaluation)
+    assert line == "lm_eval hellaswag (10): acc 0.310 ± 0.020, acc_norm 0.280"
 
 
 def test_different_or_unnamed_val_sets_are_refused(root):
