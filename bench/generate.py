@@ -10,14 +10,17 @@ fp32), with the same seed twice:
 
 - cache: model.sampling.generate_ids, prefill then one position per token (the window slides
   by re-prefilling its last 3/4 when full);
-- no cache: the same loop recomputing the last context_length tokens every step. It runs the
-  head on the last position only (GPT.next_logits), so the ratio is the cache's alone; the
-  GPT.generate before the cache also ran the 50,257-way head on every position of the window.
+- no cache: the same loop recomputing the last context_length tokens every step, with the
+  head on the last position only (GPT.next_logits): the ratio to it is the cache's alone;
+- before: GPT.generate as it was before the cache (`model(window)`: the whole window through
+  the model and its 50,257-way head every step), what `evaluate` sampled with until then.
 
-Each is timed end to end (prefill included) after a 2-token warm-up, as tokens/s; the speedup
-is their ratio in this run, on this machine and thread count. The tokens must agree while the
-whole sequence fits the window (`same`: checked on those first tokens). One JSON line per
-preset on stdout, then a Markdown table.
+Each is timed end to end (prefill included) after a 2-token warm-up, as tokens/s; speedups are
+ratios to the cache in this run, on this machine and thread count. All modes must give the same
+tokens while the whole sequence fits the window (`same`: checked on those first tokens). One
+JSON line per preset on stdout, then a Markdown table. Batch-1 decoding reads every weight once
+per token, so the cached rate follows the memory bandwidth left by other jobs; the uncached
+modes are matmul-bound.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,22 +41,42 @@ from model.config import PRESETS  # noqa: E402
 from model.gpt import GPT  # noqa: E402
 from model.hardware import cpu_info  # noqa: E402
 from model.precision import resolve_device  # noqa: E402
-from model.sampling import Sampling, generate_ids  # noqa: E402
+from model.sampling import Sampling, generate_ids, next_token  # noqa: E402
 
 SAMPLING = Sampling(temperature=0.8, top_k=200)  # `llmforge generate`'s defaults (nanoGPT's)
 
 
+MODES = ("cache", "no_cache", "before")
+
+
+@torch.no_grad()
+def generate_before(
+    model: GPT, idx: torch.Tensor, new_tokens: int, generator: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """GPT.generate before the KV cache: logits of the whole window, every step."""
+    for _ in range(new_tokens):
+        logits, _ = model(idx[:, -model.cfg.context_length :])
+        token = next_token(logits[:, -1, :], SAMPLING, generator)
+        yield token
+        idx = torch.cat((idx, token.unsqueeze(1)), dim=1)
+
+
 def timed_tokens(
-    model: GPT, prompt: torch.Tensor, new_tokens: int, seed: int, use_cache: bool
+    model: GPT, prompt: torch.Tensor, new_tokens: int, seed: int, mode: str
 ) -> tuple[list[int], float]:
     """The sampled ids and the seconds they took (prefill included)."""
     generator = torch.Generator(device=prompt.device).manual_seed(seed)
     sync = torch.cuda.synchronize if prompt.device.type == "cuda" else (lambda: None)
     sync()
     started = time.perf_counter()
-    ids = [int(t) for t in generate_ids(model, prompt, new_tokens, SAMPLING, generator, use_cache)]
+    if mode == "before":
+        ids = generate_before(model, prompt, new_tokens, generator)
+    else:
+        use_cache = mode == "cache"
+        ids = generate_ids(model, prompt, new_tokens, SAMPLING, generator, use_cache)
+    tokens = [int(t) for t in ids]
     sync()
-    return ids, time.perf_counter() - started
+    return tokens, time.perf_counter() - started
 
 
 def run_preset(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -69,15 +93,16 @@ def run_preset(name: str, args: argparse.Namespace, device: torch.device) -> dic
         "new_tokens": args.new_tokens,
     }
     tokens = {}
-    for mode, use_cache in (("cache", True), ("no_cache", False)):
-        timed_tokens(model, prompt, 2, args.seed, use_cache)  # warm-up: allocations, kernels
-        tokens[mode], seconds = timed_tokens(model, prompt, args.new_tokens, args.seed, use_cache)
+    for mode in args.modes:
+        timed_tokens(model, prompt, 2, args.seed, mode)  # warm-up: allocations, kernels
+        tokens[mode], seconds = timed_tokens(model, prompt, args.new_tokens, args.seed, mode)
         result[f"{mode}_s"] = round(seconds, 3)
         result[f"{mode}_tokens_per_s"] = round(args.new_tokens / seconds, 2)
     in_window = max(0, min(args.new_tokens, cfg.context_length - args.prompt_tokens + 1))
     result["same_tokens_checked"] = in_window
-    result["same"] = tokens["cache"][:in_window] == tokens["no_cache"][:in_window]
-    result["speedup"] = round(result["no_cache_s"] / result["cache_s"], 2)
+    result["same"] = all(t[:in_window] == tokens["cache"][:in_window] for t in tokens.values())
+    for mode in args.modes[1:]:
+        result[f"speedup_vs_{mode}"] = round(result[f"{mode}_s"] / result["cache_s"], 2)
     return result
 
 
@@ -87,18 +112,19 @@ def device_name(device: torch.device) -> str:
     return cpu_info().model if device.type == "cpu" else str(device)
 
 
-def markdown(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "| preset | params | context | new tokens | no cache tokens/s | cache tokens/s "
-        "| speedup | same tokens |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
+def markdown(results: list[dict[str, Any]], modes: list[str]) -> str:
+    labels = {"cache": "cache", "no_cache": "no cache", "before": "GPT.generate before"}
+    rates = " | ".join(f"{labels[m]} tokens/s" for m in modes)
+    ratios = " | ".join(f"speedup vs {labels[m]}" for m in modes[1:])
+    header = f"| preset | params | context | new tokens | {rates} | {ratios} | same tokens |"
+    lines = [header, "|---|" + "---:|" * (3 + 2 * len(modes) - 1) + "---|"]
     for r in results:
         same = f"{'yes' if r['same'] else 'NO'} (first {r['same_tokens_checked']})"
+        cells = [f"{r[f'{m}_tokens_per_s']:.1f}" for m in modes]
+        cells += [f"{r[f'speedup_vs_{m}']:.1f}x" for m in modes[1:]]
         lines.append(
             f"| {r['preset']} | {r['params_m']}M | {r['context_length']} | {r['new_tokens']} "
-            f"| {r['no_cache_tokens_per_s']:.1f} | {r['cache_tokens_per_s']:.1f} "
-            f"| {r['speedup']:.1f}x | {same} |"
+            f"| {' | '.join(cells)} | {same} |"
         )
     return "\n".join(lines)
 
@@ -111,7 +137,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--modes", default=",".join(MODES), help="cache first, then baselines")
     args = p.parse_args(argv)
+    args.modes = args.modes.split(",")
+    if args.modes[0] != "cache" or not set(args.modes) <= set(MODES) or len(args.modes) < 2:
+        p.error(f"--modes: cache, then one or more of {', '.join(MODES[1:])}")
     unknown = [n for n in args.presets.split(",") if n not in PRESETS]
     if unknown:
         p.error(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
@@ -133,7 +163,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(json.dumps(result), flush=True)
         results.append(result)
     print()
-    print(markdown(results))
+    print(markdown(results, args.modes))
     return results
 
 

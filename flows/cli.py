@@ -613,6 +613,9 @@ TopPOpt = Annotated[
 ]
 SeedOpt = Annotated[int | None, typer.Option(help="Random seed (default: a fresh one, printed).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (cuda, mps, else cpu), cpu, cuda or mps.")]
+ThreadsOpt = Annotated[
+    int | None, typer.Option(help="CPU threads (default: one per core; 1 on a busy machine).")
+]
 
 
 def _sampling(max_new_tokens: int, temperature: float, top_k: int, top_p: float):
@@ -638,6 +641,7 @@ def generate(
     top_p: TopPOpt = 1.0,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     storage: RootOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -646,7 +650,7 @@ def generate(
     from model.sampling import TextStream, load_for_sampling, prompt_ids
 
     sampling = _sampling(max_new_tokens, temperature, top_k, top_p)
-    model, encoding = load_for_sampling(_checkpoint_for(source, storage, config), device)
+    model, encoding = load_for_sampling(_checkpoint_for(source, storage, config), device, threads)
     if prompt is None:
         if sys.stdin.isatty():
             print("reading the prompt from stdin; end it with Ctrl-D", file=sys.stderr)
@@ -676,6 +680,7 @@ def chat(
     top_p: TopPOpt = 1.0,
     seed: SeedOpt = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     storage: RootOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -687,7 +692,7 @@ def chat(
     sampling = _sampling(max_new_tokens, temperature, top_k, top_p)
     checkpoint = _checkpoint_for(source, storage, config)
     try:
-        model, encoding = load_for_sampling(checkpoint, device)
+        model, encoding = load_for_sampling(checkpoint, device, threads)
         session = Chat(model, encoding, sampling, max_new_tokens, seed)
         print(
             f"chat with {checkpoint} ({model.cfg.context_length}-token window, seed "

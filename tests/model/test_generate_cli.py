@@ -44,7 +44,6 @@ def test_generate_streams_what_the_sampler_gives(trained_run, tmp_path):
     "args, message",
     [
         (("--temperature", "-1"), "error: temperature must be >= 0"),
-        (("--top-p", "1.5"), "error: top_p must be in (0, 1]"),
         (("--storage", "{tmp}"), "error: run 'no-such-run' not found"),
     ],
 )
