@@ -339,11 +339,19 @@ class GPT(nn.Module):
         loss = linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.view(-1), V)
         return None, loss
 
-    def next_logits(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def next_logits(
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None = None,
+        head: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits (B, V) of the token after idx (B, T): the head on the last position only,
         all sampling needs (GPT-2's 50,257 x 768 head costs 2·50,257·768 = 77 MFLOP for each
-        position of a window whose logits nobody would read)."""
+        position of a window whose logits nobody would read). `head`: the lm_head weight
+        as a (d, V) matrix (model.sampling.decode_head), faster for one row at a time."""
         x = self.hidden_states(idx, cache)[:, -1, :]  # (B, d)
+        if head is not None:
+            return x @ head  # (B, V)
         return self.lm_head(x)[..., : self.cfg.vocab_size]
 
     @torch.no_grad()

@@ -145,6 +145,15 @@ class KVCache:
             layer.length = 0
 
 
+def decode_head(model: GPT) -> torch.Tensor:
+    """The lm_head weight as one contiguous (d, V) matrix, padding rows cut. A batch-1 step
+    reads the whole head (mini: 58 MB fp32), which no cache holds; x @ (d, V) streams it at
+    memory speed, the (V, d) layout nn.Linear keeps does not: mini's head 2.2 ms against
+    8.2 ms, GPT-2's 5.9 against 10.4 (1 thread, 2-core EPYC, load ~4; the body's small
+    matrices are the same either way). Built once per generation: the model may train on."""
+    return model.lm_head.weight[: model.cfg.vocab_size].t().contiguous()
+
+
 @torch.no_grad()
 def generate_ids(
     model: GPT,
@@ -166,16 +175,17 @@ def generate_ids(
     T = model.cfg.context_length
     keep = max(1, int(T * WINDOW_KEEP))
     cache = KVCache.for_model(model) if use_cache else None
+    head = decode_head(model) if max_new_tokens > 0 else None
     tokens = idx[:, -T:]  # the window: at most T tokens
     pending = tokens  # tokens the cache has not seen yet
     for _ in range(max_new_tokens):
         if cache is None:
-            logits = model.next_logits(tokens)
+            logits = model.next_logits(tokens, head=head)
         else:
             if cache.length + pending.size(1) > T:  # the window is full: slide it
                 cache.clear()
                 pending = tokens[:, -keep:]
-            logits = model.next_logits(pending, cache)
+            logits = model.next_logits(pending, cache, head)
         token = next_token(logits, sampling, generator)
         yield token
         pending = token.unsqueeze(1)  # (B, 1)

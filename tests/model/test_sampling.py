@@ -182,7 +182,7 @@ def scripted(model: GPT, script: list[int]) -> GPT:
     """The model's next_logits replaced by one that picks the script's tokens in turn."""
     steps = iter(script)
 
-    def next_logits(idx, cache=None):
+    def next_logits(idx, cache=None, head=None):
         logits = torch.zeros(idx.size(0), model.cfg.vocab_size)
         logits[:, next(steps)] = 100.0
         return logits
