@@ -68,25 +68,28 @@ class Sampling:
             raise DataError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
-def filter_logits(
+def candidates(
     logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None
-) -> torch.Tensor:
-    """logits (B, V) with the tokens top-k and top-p leave out set to -inf.
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The tokens top-k and top-p leave to draw from: logits (B, k) and their ids (B, k),
+    most likely first, -inf where top-p drops one; without top-k all logits (B, V) and None.
 
-    Top-k keeps every token tied with the k-th (nanoGPT's `logits < kth`). Top-p keeps a token
-    while the probability of the tokens ranked above it is below p, so the most likely token
-    always stays and the kept set is the smallest whose mass reaches p.
+    Top-k is torch.topk: exactly k, so a step samples among k tokens rather than softmaxing
+    and drawing over all 50,257 (mini: ~1 of 9 ms per token on 1 thread). Top-p keeps a
+    token while the probability of those ranked above it is below p: the most likely token
+    always stays, and the kept set is the smallest whose mass reaches p.
     """
+    ids = None
     if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k).values[..., -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        logits, ids = torch.topk(logits, top_k)  # sorted, most likely first
     if top_p is not None and top_p < 1:
-        ranked, order = logits.sort(dim=-1, descending=True)
+        ranked, order = (logits, None) if ids is not None else logits.sort(-1, descending=True)
         probs = ranked.softmax(dim=-1)
-        above = probs.cumsum(dim=-1) - probs  # mass ranked above each token
-        drop = torch.zeros_like(above, dtype=torch.bool).scatter(-1, order, above >= top_p)
+        drop = probs.cumsum(dim=-1) - probs >= top_p  # mass ranked above each token
+        if order is not None:
+            drop = torch.zeros_like(drop).scatter(-1, order, drop)
         logits = logits.masked_fill(drop, float("-inf"))
-    return logits
+    return logits, ids
 
 
 def next_token(
@@ -95,9 +98,10 @@ def next_token(
     """One token id per row (B,) drawn from logits (B, V) as `sampling` says."""
     if sampling.temperature == 0:
         return logits.argmax(dim=-1)
-    logits = filter_logits(logits.float() / sampling.temperature, sampling.top_k, sampling.top_p)
-    probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    scaled = logits.float() / sampling.temperature
+    kept, ids = candidates(scaled, sampling.top_k, sampling.top_p)
+    choice = torch.multinomial(F.softmax(kept, dim=-1), num_samples=1, generator=generator)
+    return (choice if ids is None else ids.gather(-1, choice)).squeeze(-1)
 
 
 class LayerCache:

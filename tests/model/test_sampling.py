@@ -9,7 +9,6 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 # transformers reads this at import: it must never reach the network in tests.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -26,7 +25,7 @@ from model.sampling import (  # noqa: E402
     Sampling,
     TextDecoder,
     TextStream,
-    filter_logits,
+    candidates,
     generate_ids,
     load_for_sampling,
     next_token,
@@ -125,42 +124,37 @@ def test_greedy_is_deterministic_and_the_argmax():
     assert tokens[len(prompt) :] == a
 
 
-def test_gpt_generate_keeps_its_behaviour():
-    """GPT.generate (evaluate's samples) now runs on the cache: the tokens of the old loop."""
+def test_gpt_generate_is_the_sampler_with_its_cache():
+    """GPT.generate (evaluate's samples) is generate_ids: the prompt, then the same tokens."""
     model = random_model(SINUSOIDAL)
     idx = torch.tensor([[4, 8, 15], [16, 23, 42]])
-
-    def old_generate(idx, n, temperature, top_k, generator):  # GPT.generate before the cache
-        for _ in range(n):
-            logits = model(idx[:, -T:])[0][:, -1, :].float() / temperature
-            kth = torch.topk(logits, top_k).values[:, [-1]]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-            token = torch.multinomial(F.softmax(logits, -1), 1, generator=generator)
-            idx = torch.cat((idx, token), dim=1)
-        return idx
-
-    new = model.generate(idx, 20, 0.8, 50, torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        assert torch.equal(new, old_generate(idx, 20, 0.8, 50, torch.Generator().manual_seed(5)))
+    out = model.generate(idx, 20, 0.8, 50, torch.Generator().manual_seed(5))
+    generator = torch.Generator().manual_seed(5)
+    tokens = list(generate_ids(model, idx, 20, Sampling(0.8, top_k=50), generator, False))
+    assert out.shape == (2, 23) and torch.equal(out[:, :3], idx)
+    assert torch.equal(out[:, 3:], torch.stack(tokens, dim=1))
 
 
-def test_top_k_and_top_p_masks():
+def kept(logits: torch.Tensor, **options) -> set[int]:
+    values, ids = candidates(logits, **options)
+    ids = torch.arange(logits.size(-1)).expand_as(logits) if ids is None else ids
+    return set(ids[torch.isfinite(values)].tolist())
+
+
+def test_top_k_and_top_p_keep_the_right_tokens():
     logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
-    kept = lambda **kw: torch.isfinite(filter_logits(logits, **kw))[0].tolist()  # noqa: E731
-    assert kept(top_k=2) == [True, True, False, False]
+    assert kept(logits, top_k=2) == {0, 1}
     # (p between the cumulative sums 0.5, 0.8, 0.95: fp32 sums land either side of them)
-    assert kept(top_p=0.75) == [True, True, False, False]  # 0.5 + 0.3 reaches 0.75
-    assert kept(top_p=0.85) == [True, True, True, False]
-    assert kept(top_p=0.1) == [True, False, False, False]  # the top token always stays
-    assert kept(top_p=1.0) == kept() == [True] * 4
-    assert kept(top_k=3, top_p=0.6) == [True, True, False, False]
-    shuffled = logits[:, [2, 0, 3, 1]]  # masks follow the tokens, not the positions
-    assert torch.isfinite(filter_logits(shuffled, top_p=0.75))[0].tolist() == [0, 1, 0, 1]
-    ties = torch.tensor([[2.0, 1.0, 1.0, 0.0]])
-    assert torch.isfinite(filter_logits(ties, top_k=2))[0].tolist() == [1, 1, 1, 0]
-    generator = torch.Generator().manual_seed(0)
-    drawn = next_token(logits.expand(500, 4), Sampling(1.0, top_p=0.75), generator)
-    assert set(drawn.tolist()) == {0, 1}
+    assert kept(logits, top_p=0.75) == {0, 1}  # 0.5 + 0.3 reaches 0.75
+    assert kept(logits, top_p=0.85) == {0, 1, 2}
+    assert kept(logits, top_p=0.1) == {0}  # the top token always stays
+    assert kept(logits, top_p=1.0) == kept(logits) == {0, 1, 2, 3}
+    assert kept(logits, top_k=3, top_p=0.6) == {0, 1}  # top-p within the renormalized top 3
+    shuffled = logits[:, [2, 0, 3, 1]]  # the tokens are kept, not the positions
+    assert kept(shuffled, top_p=0.75) == kept(shuffled, top_k=2) == {1, 3}
+    for sampling in (Sampling(1.0, top_p=0.75), Sampling(1.0, top_k=2)):
+        drawn = next_token(shuffled.expand(500, 4), sampling, torch.Generator().manual_seed(0))
+        assert set(drawn.tolist()) == {1, 3}
 
 
 @pytest.mark.parametrize(
