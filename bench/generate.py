@@ -12,8 +12,8 @@ fp32), with the same seed twice:
   by re-prefilling its last 3/4 when full);
 - no cache: the same loop recomputing the last context_length tokens every step, with the
   head on the last position only (GPT.next_logits): the ratio to it is the cache's alone;
-- before: GPT.generate as it was before the cache (`model(window)`: the whole window through
-  the model and its 50,257-way head every step), what `evaluate` sampled with until then.
+- before: the computation of GPT.generate before the cache (`model(window)`: the whole window
+  through the model and its 50,257-way head every step), with today's sampler.
 
 Each is timed end to end (prefill included) after a 2-token warm-up, as tokens/s; speedups are
 ratios to the cache in this run, on this machine and thread count. All modes must give the same
