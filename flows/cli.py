@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -615,6 +615,19 @@ def server_status() -> None:
         )
 
 
+SourceArg = Annotated[
+    str, typer.Argument(help="Run id, train version / stage train folder, or checkpoint.pt.")
+]
+
+
+def _checkpoint_for(source: str, storage: str | None, config: Path | None) -> Path:
+    """The checkpoint.pt a SOURCE argument means (a path, or a run id under the storage)."""
+    from model.export import checkpoint_for
+
+    root = storage or (None if Path(source).exists() else _config(config, None).run.storage_root)
+    return checkpoint_for(source, root)
+
+
 @app.command("export")
 def export_model(
     source: Annotated[
@@ -637,12 +650,125 @@ def export_model(
     """Export a trained model: safetensors + config.json, or a Hugging Face layout (GPT-2;
     Qwen3/Llama/Apertus/Arcee for rotary models), with a model card README.md."""
     from model.card import card_context
-    from model.export import checkpoint_for, export
+    from model.export import export
 
+    checkpoint = _checkpoint_for(source, storage, config)
     root = storage or (None if Path(source).exists() else _config(config, None).run.storage_root)
-    checkpoint = checkpoint_for(source, root)
     export(checkpoint, output, format, card_context(source, root, checkpoint), license)
     console.print(f"export ({format}): {checkpoint} → {output}", soft_wrap=True)
+
+
+MaxNewOpt = Annotated[int, typer.Option(help="Most tokens to sample (per reply in chat).")]
+TemperatureOpt = Annotated[float, typer.Option(help="Softmax temperature; 0: greedy (argmax).")]
+TopKOpt = Annotated[int, typer.Option(help="Sample from the k most likely tokens; 0: all.")]
+TopPOpt = Annotated[
+    float, typer.Option(help="Nucleus: the most likely tokens up to this mass; 1: all.")
+]
+SeedOpt = Annotated[int | None, typer.Option(help="Random seed (default: a fresh one, printed).")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (cuda, mps, else cpu), cpu, cuda or mps.")]
+ThreadsOpt = Annotated[
+    int | None, typer.Option(help="CPU threads (default: one per core; 1 on a busy machine).")
+]
+
+
+def _sampling(max_new_tokens: int, temperature: float, top_k: int, top_p: float):
+    """The sampling settings, checked before a model loads (one error line each)."""
+    from model.sampling import Sampling
+
+    if max_new_tokens < 1:
+        raise DataError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if top_k < 0:
+        raise DataError(f"--top-k must be >= 0 (0: all tokens), got {top_k}")
+    return Sampling(temperature, top_k or None, top_p)
+
+
+@app.command()
+def generate(
+    source: SourceArg,
+    prompt: Annotated[
+        str | None, typer.Option(help="Text to continue (default: read from stdin).")
+    ] = None,
+    max_new_tokens: MaxNewOpt = 256,
+    temperature: TemperatureOpt = 0.8,  # nanoGPT sample.py's defaults (as evaluate.*)
+    top_k: TopKOpt = 200,
+    top_p: TopPOpt = 1.0,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    storage: RootOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Continue a prompt with a trained model, streaming the text to stdout as it comes;
+    stops at end-of-text or --max-new-tokens. A summary line (speed, seed) goes to stderr."""
+    from model.sampling import TextStream, load_for_sampling, prompt_ids
+
+    sampling = _sampling(max_new_tokens, temperature, top_k, top_p)
+    model, encoding = load_for_sampling(_checkpoint_for(source, storage, config), device, threads)
+    if prompt is None:
+        if sys.stdin.isatty():
+            print("reading the prompt from stdin; end it with Ctrl-D", file=sys.stderr)
+        prompt = sys.stdin.read().removesuffix("\n")  # echo's newline is not the prompt's
+    ids = prompt_ids(encoding, prompt)
+    stream = TextStream(model, encoding, ids, max_new_tokens, sampling, seed)
+    try:
+        for piece in stream:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        raise typer.Exit(130) from None
+    except BrokenPipeError:  # `| head`: the reader left; no traceback when Python flushes
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(1) from None
+    print(stream.summary(), file=sys.stderr)
+
+
+@app.command()
+def chat(
+    source: SourceArg,
+    max_new_tokens: MaxNewOpt = 128,
+    temperature: TemperatureOpt = 0.8,
+    top_k: TopKOpt = 200,
+    top_p: TopPOpt = 1.0,
+    seed: SeedOpt = None,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    storage: RootOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Talk to a trained model: a line in, a reply streamed out (model/chat.py); history is
+    kept within the context window, oldest lines dropped first. Ctrl-D or Ctrl-C leaves."""
+    from model.chat import Chat
+    from model.sampling import load_for_sampling
+
+    sampling = _sampling(max_new_tokens, temperature, top_k, top_p)
+    checkpoint = _checkpoint_for(source, storage, config)
+    try:
+        model, encoding = load_for_sampling(checkpoint, device, threads)
+        session = Chat(model, encoding, sampling, max_new_tokens, seed)
+        print(
+            f"chat with {checkpoint} ({model.cfg.context_length}-token window, seed "
+            f"{session.seed}); Ctrl-D to leave",
+            file=sys.stderr,
+        )
+        if sys.stdin.isatty():
+            with suppress(ImportError):  # line editing and history for input(), not on Windows
+                import readline  # noqa: F401
+        while True:
+            try:
+                line = input("> ")
+            except EOFError:
+                break
+            if not line.strip():
+                continue
+            for piece in session.reply(line):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+    except KeyboardInterrupt:
+        pass
+    sys.stdout.write("\n")
 
 
 @app.command()

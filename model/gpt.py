@@ -10,11 +10,16 @@ or SwiGLU MLPs, an RMS-normalized embedding and nanochat's init (zero output pro
 
 The embedding and head tables have `padded_vocab_size(cfg.vocab_size)` rows (a multiple of 64):
 the rows past the true vocabulary are zeros that no loss, logit or sample ever sees.
+
+Sampling (model/sampling.py) passes a KV cache through `next_logits`: each attention appends
+its new keys and values to its layer's cache and attends over all of them, and the positions
+(table rows, rotary angles) start where the cache ends, so a new token costs one position.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -22,6 +27,9 @@ import torch.nn.functional as F
 
 from model.config import ModelConfig
 from model.head import linear_cross_entropy
+
+if TYPE_CHECKING:
+    from model.sampling import KVCache, LayerCache
 
 # Embedding/head rows are padded to a multiple of this: nanoGPT pads GPT-2's 50,257 to 50,304
 # ("+~25% speedup"; REFERENCE: +13%). Measured here (2-core EPYC Zen 4, 2048 x 288 head
@@ -128,7 +136,9 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rope: tuple | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: tuple | None = None, cache: LayerCache | None = None
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q = q.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
@@ -141,9 +151,27 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            past = cache.length
+            k, v = cache.append(k, v)  # (B, nh, past + T, hs)
+            mask = cached_causal_mask(past, T, x.device)
+            square = past == 0 and T > 1  # a prefill: the same kernel as without a cache
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=square
+            )
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
         return self.resid_dropout(self.proj(y))
+
+
+def cached_causal_mask(past: int, T: int, device: torch.device) -> torch.Tensor | None:
+    """Which of past + T keys each of T new queries sees: every earlier position and its own
+    (True). None where no mask is needed (one new query sees all keys) or where SDPA's
+    is_causal does it (nothing cached; its mask is aligned top-left, wrong once past > 0)."""
+    if T == 1 or past == 0:
+        return None
+    return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(diagonal=past)
 
 
 class MLP(nn.Module):
@@ -178,8 +206,10 @@ class Block(nn.Module):
         self.ln_2 = make_norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, rope: tuple | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope)
+    def forward(
+        self, x: torch.Tensor, rope: tuple | None = None, cache: LayerCache | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, cache)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -272,35 +302,59 @@ class GPT(nn.Module):
         tables = 1 if self.cfg.tie_embeddings else 2
         return sum(p.numel() for p in self.parameters()) - tables * padding
 
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The final norm's output (B, T, d) for token ids (B, T). With a cache, idx are the
+        tokens after the cached ones: their positions start at cache.length."""
+        T = idx.size(1)
+        start = 0 if cache is None else cache.length
+        if start + T > self.cfg.context_length:
+            where = f"{T} tokens" if cache is None else f"{start} cached + {T} new tokens"
+            raise ValueError(f"sequence of {where} > context_length {self.cfg.context_length}")
+        x = self.tok_emb(idx)  # (B, T, d)
+        rope = None
+        if self.cfg.positional == "learned":
+            x = x + self.pos_emb(torch.arange(start, start + T, device=idx.device))  # (T, d)
+        elif self.cfg.positional == "rope":
+            # applied to q, k in every block
+            rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
+        else:
+            # Vaswani et al. §3.4 scale embeddings by sqrt(d) before adding the unit-amplitude
+            # table; at GPT-2's init std 0.02 the positions would otherwise drown the tokens.
+            x = x * self.embed_scale + self.pos_table[start : start + T]
+        if self.cfg.embed_norm:
+            x = rms_norm(x)
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, None if cache is None else cache.layers[i])
+        return self.ln_f(x)
+
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(logits (B, T, V), None) for token ids (B, T); with targets (B, T), (None, mean
         cross-entropy): training never materializes the logits (model/head.py)."""
         B, T = idx.shape
-        if idx.size(1) > self.cfg.context_length:
-            raise ValueError(f"sequence of {T} tokens > context_length {self.cfg.context_length}")
-        x = self.tok_emb(idx)  # (B, T, d)
-        rope = None
-        if self.cfg.positional == "learned":
-            x = x + self.pos_emb(torch.arange(T, device=idx.device))  # (T, d) broadcast
-        elif self.cfg.positional == "rope":
-            rope = (self.rope_cos[:T], self.rope_sin[:T])  # applied to q, k in every block
-        else:
-            # Vaswani et al. §3.4 scale embeddings by sqrt(d) before adding the unit-amplitude
-            # table; at GPT-2's init std 0.02 the positions would otherwise drown the tokens.
-            x = x * self.embed_scale + self.pos_table[:T]
-        if self.cfg.embed_norm:
-            x = rms_norm(x)
-        x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, rope)
-        x = self.ln_f(x)
+        x = self.hidden_states(idx)
         if targets is None:
             return self.lm_head(x)[..., : self.cfg.vocab_size], None  # (B, T, V): no padding
         V = self.cfg.vocab_size
         loss = linear_cross_entropy(x.view(B * T, -1), self.lm_head.weight, targets.view(-1), V)
         return None, loss
+
+    def next_logits(
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None = None,
+        head: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, V) of the token after idx (B, T): the head on the last position only,
+        all sampling needs (GPT-2's 50,257 x 768 head costs 2·50,257·768 = 77 MFLOP for each
+        position of a window whose logits nobody would read). `head`: the lm_head weight
+        as a (d, V) matrix (model.sampling.decode_head), faster for one row at a time."""
+        x = self.hidden_states(idx, cache)[:, -1, :]  # (B, d)
+        if head is not None:
+            return x @ head  # (B, V)
+        return self.lm_head(x)[..., : self.cfg.vocab_size]
 
     @torch.no_grad()
     def generate(
@@ -311,15 +365,10 @@ class GPT(nn.Module):
         top_k: int | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Sample max_new_tokens after idx (B, T); the context is cropped to context_length."""
-        for _ in range(max_new_tokens):
-            window = idx[:, -self.cfg.context_length :]
-            logits, _ = self(window)
-            logits = logits[:, -1, :].float() / temperature  # (B, V)
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = F.softmax(logits, dim=-1)
-            next_token = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-            idx = torch.cat((idx, next_token), dim=1)
-        return idx
+        """idx (B, T) followed by max_new_tokens sampled tokens: model.sampling.generate_ids
+        with its KV cache (temperature 0: greedy). The window slides past context_length."""
+        from model.sampling import Sampling, generate_ids
+
+        sampling = Sampling(temperature=temperature, top_k=top_k)
+        new = list(generate_ids(self, idx, max_new_tokens, sampling, generator))
+        return torch.cat([idx, *(token.unsqueeze(1) for token in new)], dim=1)

@@ -47,8 +47,15 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
-def llmforge(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: float = 300):
-    """Run `python -m flows.cli ARGS` as a user would, this checkout first on the path."""
+def llmforge(
+    *args: str,
+    cwd: Path = REPO,
+    env: dict | None = None,
+    timeout: float = 300,
+    input: str | None = None,
+):
+    """Run `python -m flows.cli ARGS` as a user would, this checkout first on the path;
+    `input` is its stdin (default: this process's)."""
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args],
         cwd=cwd,
@@ -56,4 +63,5 @@ def llmforge(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: flo
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=input,
     )
