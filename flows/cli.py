@@ -19,7 +19,11 @@ from rich.table import Table
 
 from pipeline.errors import DataError, EmptyStageError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Turn web pages into a trained, evaluated GPT: the pipeline, one stage, the demo, runs.",
+)
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect recorded runs.")
 server_app = typer.Typer(no_args_is_help=True, help="The local Prefect server (UI).")
 app.add_typer(runs_app, name="runs")

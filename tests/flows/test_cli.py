@@ -100,3 +100,10 @@ def test_stage_on_a_path_and_bad_input_errors(recorded, tmp_path):
             args,
             result.stderr[-2000:],
         )
+
+
+def test_help_says_what_the_tool_does_not_how_it_imports():
+    shown = llmforge("--help", env={"COLUMNS": "100"})
+    assert shown.returncode == 0, shown.stderr
+    assert "Turn web pages into a trained, evaluated GPT" in shown.stdout
+    assert "imported" not in shown.stdout and "flows/server.py" not in shown.stdout
