@@ -19,7 +19,11 @@ from rich.table import Table
 
 from pipeline.errors import DataError, EmptyStageError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Turn web pages into a trained, evaluated GPT: the pipeline, one stage, the demo, runs.",
+)
 runs_app = typer.Typer(no_args_is_help=True, help="Inspect recorded runs.")
 server_app = typer.Typer(no_args_is_help=True, help="The local Prefect server (UI).")
 app.add_typer(runs_app, name="runs")
@@ -268,7 +272,8 @@ def stage(
     spec = stages.by_name(name)
     if run:
         _check_run_id(run)
-        sets = [*_verify_sets(None), *(set_ or []), *(_verify_sets(verify) if verify else [])]
+        stage_sets = _stage_keys(name, set_)  # short keys mean what they mean with --input
+        sets = [*_verify_sets(None), *stage_sets, *(_verify_sets(verify) if verify else [])]
         _rerun_stage(name, run, config, sets, force, no_server)
         return
     if input is None or output is None:
@@ -466,6 +471,15 @@ def runs_show(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) ->
     if is_stale(record.data):
         record.data["status"] = "interrupted"  # its process died; the next run records it
     print_summary(record.data)
+    reruns = record.data.get("reruns") or []
+    if reruns:  # `stage NAME --run ID` and the stage deployments append here
+        table = Table(title="single-stage reruns")
+        for column in ("at", "stage", "version", "reused"):
+            table.add_column(column, no_wrap=True)
+        for rerun in reruns:
+            reused = "yes" if rerun.get("reused") else "no"
+            table.add_row(rerun.get("at", ""), rerun["stage"], rerun["version_id"], reused)
+        console.print(table)
     console.print(f"run record: {record.url}")
     if record.data.get("error"):
         console.print(f"error: {record.data['error']}")

@@ -57,17 +57,18 @@ def loss_markdown(metrics_path: Path, curve_png: Path, rows: int = 12) -> str:
     val = {r["step"]: r["val_loss"] for r in lines if "val_loss" in r}
     bpb = {r["step"]: r.get("val_bpb") for r in lines if "val_loss" in r}
     picked = train[:: max(1, len(train) // rows)] + train[-1:] if train else []
+    by_step = {r["step"]: r for r in train}
     table = ["| step | train loss | val bpb | val loss | tokens/s |", "|---:|---:|---:|---:|---:|"]
-    seen = set()
-    for row in picked:
-        if row["step"] in seen:
-            continue
-        seen.add(row["step"])
-        val_loss, val_bpb = val.get(row["step"]), bpb.get(row["step"])
+    # Every step that was validated gets its row, beside the sampled train steps: val passes
+    # run at multiples of eval_interval, train rows are sampled anywhere.
+    for step in sorted({r["step"] for r in picked} | set(val)):
+        row = by_step.get(step, {})
+        cells = (row.get("loss"), bpb.get(step), val.get(step))
+        speed = row.get("tokens_per_s")
         table.append(
-            f"| {row['step']} | {row['loss']:.4f} | "
-            f"{'' if val_bpb is None else f'{val_bpb:.4f}'} | "
-            f"{'' if val_loss is None else f'{val_loss:.4f}'} | {row.get('tokens_per_s', 0):.0f} |"
+            f"| {step} | "
+            + " | ".join("" if c is None else f"{c:.4f}" for c in cells)
+            + f" | {'' if speed is None else f'{speed:.0f}'} |"
         )
     plans = [r["plan"] for r in lines if "plan" in r]
     parts = ["# Training loss", ""]

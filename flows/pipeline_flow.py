@@ -52,16 +52,25 @@ def summary_markdown(record: RunRecord) -> str:
     lines = [
         f"# llmforge run `{record.run_id}`",
         "",
-        "| stage | version | reused | docs in | docs out | drops |",
-        "|---|---|---|---|---|---|",
+        "| stage | version | reused | docs in | docs out |",
+        "|---|---|---|---:|---:|",
     ]
+    dropped = []
     for stage, version in record.data["versions"].items():
         counts = version.get("counts", {})
-        drops = ", ".join(f"{k} {v}" for k, v in counts.get("drops", {}).items()) or "-"
-        lines.append(
-            f"| {stage} | `{version['version_id']}` | {version['reused']} | "
-            f"{counts.get('docs_in', '-')} | {counts.get('docs_out', '-')} | {drops} |"
+        model_stage = stages.is_model(stage)  # reads no documents: no 0 -> 0
+        docs = (
+            ["-", "-"] if model_stage else [counts.get("docs_in", "-"), counts.get("docs_out", "-")]
         )
+        lines.append(
+            f"| {stage} | `{version['version_id']}` | {'yes' if version['reused'] else 'no'} | "
+            f"{docs[0]} | {docs[1]} |"
+        )
+        ranked = sorted(counts.get("drops", {}).items(), key=lambda kv: -kv[1])
+        dropped += [f"| {stage} | {reason} | {count} |" for reason, count in ranked]
+    if dropped:  # a table of their own: one reason a row, never cut off in a cell
+        lines += ["", "## Dropped documents", "", "| stage | reason | docs |", "|---|---|---:|"]
+        lines += dropped
     trained = record.data["versions"].get("train", {}).get("counts", {}).get("extra", {})
     if trained.get("plan_summary"):
         lines += ["", "## Training", "", f"- plan: {trained['plan_summary']}"]

@@ -108,6 +108,8 @@ class ReportData:
     domains_removed: list[DomainRow]
     clusters: ClusterInfo | None
     contamination: dict[str, Any] | None = None  # eval.json's 13-gram overlap, if evaluated
+    kept: list[Sample] = field(default_factory=list)  # what the last document stage kept
+    kept_stage: str | None = None
 
 
 def _shards(folder: Folder) -> list[str]:
@@ -230,6 +232,23 @@ def _removed_samples(
             text = _snippet(texts.get(row["id"]), config.sample_chars)
             out[reason].append(Sample(row["url"], text, detail))
     return out
+
+
+def collect_kept(stages: dict[str, StageInfo], config: ReportConfig):
+    """A sample of what the run kept: the last document stage's documents with the smallest
+    ids (the same stable pseudo-random pick as the removal samples)."""
+    for stage in reversed(DOCUMENT_STAGES):
+        info = stages.get(stage)
+        if info is None or not info.present or not _shards(info.folder / "data"):
+            continue
+        ids = read_folder(info.folder / "data", ["id", "url"]).to_pylist()
+        picked = sorted(ids, key=lambda r: r["id"])[: config.samples_per_reason]
+        texts = _texts(info.folder / "data", {r["id"] for r in picked}) if picked else {}
+        samples = [
+            Sample(r["url"], _snippet(texts.get(r["id"]), config.sample_chars)) for r in picked
+        ]
+        return samples, stage
+    return [], None
 
 
 def _removed(info: StageInfo) -> pa.Table:
@@ -385,6 +404,8 @@ def collect_signals(stages: dict[str, StageInfo]) -> tuple[list[SignalData], lis
                 thresholds.append((rule.threshold, float(limit)))
                 fails |= _NP_OPS[rule.op](values, limit)  # NaN compares False
         reasons = {r.reason for r in rules.get(column, [])}
+        if column == "language.score":  # the filter drops by detected language in code, not
+            reasons |= {r for r in dropped if r.startswith("language_")}  # by a Rule: its own
         outcome = np.array([0 if r is None else 1 if r in reasons else 2 for r in final])
         log = column in LOG_SIGNALS
         out.append(SignalData(column, values, outcome, thresholds, log, int(fails.sum())))
@@ -407,6 +428,7 @@ def collect_report(storage: Storage, run_id: str, config: ReportConfig) -> Repor
     stages, notes = load_stages(storage, record)
     signals, signal_notes = collect_signals(stages)
     kept, removed = collect_domains(stages, config)
+    kept_samples, kept_stage = collect_kept(stages, config)
     return ReportData(
         run={k: v for k, v in record.data.items() if k not in ("config", "versions")},
         stages=stages,
@@ -418,4 +440,6 @@ def collect_report(storage: Storage, run_id: str, config: ReportConfig) -> Repor
         domains_removed=removed,
         clusters=collect_clusters(stages, config),
         contamination=collect_contamination(storage, record),
+        kept=kept_samples,
+        kept_stage=kept_stage,
     )

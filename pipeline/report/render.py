@@ -136,10 +136,23 @@ def _reasons_section(data: ReportData) -> list[str]:
             lines += [f"#### `{row.reason}` ({row.docs:,}){meaning}", ""]
             for sample in row.samples:
                 lines += _sample_lines(sample)
+            if row.samples and row.docs > len(row.samples):
+                lines += ["", f"*… and {row.docs - len(row.samples):,} more*"]
             if not row.samples:
                 lines.append("No sample: the removed documents are not stored.")
             lines.append("")
-    return lines
+    return lines + _kept_lines(data)
+
+
+def _kept_lines(data: ReportData) -> list[str]:
+    """What the removals left, beside them: a sample of the documents the run kept."""
+    if not data.kept:
+        return []
+    kept = data.stages[data.kept_stage].counts.get("docs_out", len(data.kept))
+    lines = [f"### Kept: {len(data.kept)} of the {kept:,} documents {data.kept_stage} kept", ""]
+    for sample in data.kept:
+        lines += _sample_lines(sample)
+    return [*lines, ""]
 
 
 def _signals_section(data: ReportData, image: Callable[[str], str]) -> list[str]:

@@ -104,14 +104,19 @@ def version_lineage(
 
 
 def _counts_line(counts: dict[str, Any]) -> str:
-    text = f"docs {counts.get('docs_in', '-')} -> {counts.get('docs_out', '-')}"
+    """Documents in -> out with the drops, then the stage's own numbers; the model stages read
+    no documents, so they show only their numbers (steps, val loss, ...)."""
+    parts = []
     drops = counts.get("drops") or {}
-    if drops:
-        text += " (dropped: " + ", ".join(f"{k} {v}" for k, v in drops.items()) + ")"
+    if counts.get("docs_in") or counts.get("docs_out") or drops:
+        docs = f"docs {counts.get('docs_in', '-')} -> {counts.get('docs_out', '-')}"
+        if drops:
+            docs += " (dropped: " + ", ".join(f"{k} {v}" for k, v in drops.items()) + ")"
+        parts.append(docs)
     scalars = scalar_extras(counts)
     if scalars:
-        text += "; " + ", ".join(f"{k}={v}" for k, v in scalars.items())
-    return text
+        parts.append(", ".join(f"{k}={v}" for k, v in scalars.items()))
+    return "; ".join(parts) or "-"
 
 
 def format_lineage(chain: list[dict[str, Any]]) -> str:

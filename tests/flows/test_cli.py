@@ -100,3 +100,30 @@ def test_stage_on_a_path_and_bad_input_errors(recorded, tmp_path):
             args,
             result.stderr[-2000:],
         )
+
+
+def test_help_says_what_the_tool_does_not_how_it_imports():
+    shown = llmforge("--help", env={"COLUMNS": "100"})
+    assert shown.returncode == 0, shown.stderr
+    assert "Turn web pages into a trained, evaluated GPT" in shown.stdout
+    assert "imported" not in shown.stdout and "flows/server.py" not in shown.stdout
+
+
+def test_stage_rerun_takes_short_keys_and_shows_in_runs_show(recorded, tmp_path):
+    """`--set min_doc_words=...` means the stage's key with --run as with --input, and the
+    rerun is listed by `runs show`."""
+    root, record = recorded
+    config = tmp_path / "root.toml"
+    config.write_text(f'[run]\nstorage_root = "{root}"\n')
+    rerun = llmforge(
+        "stage", "filter", "--run", "cli-run", "--config", str(config),
+        "--set", "gopher_quality.min_doc_words=200",
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "rerun of filter" in rerun.stdout
+    shown = llmforge("runs", "show", "cli-run", "--storage", str(root))
+    assert shown.returncode == 0, shown.stderr
+    reruns = shown.stdout.split("single-stage reruns", 1)[1]
+    old = record["versions"]["filter"]["version_id"]
+    (line,) = [row for row in reruns.splitlines() if " filter " in row]
+    assert old not in line and line.rstrip().rstrip("│").rstrip().endswith("no")

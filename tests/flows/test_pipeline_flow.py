@@ -170,3 +170,26 @@ def test_stages_publish_progress_counts_and_summary_artifacts(prefect_api, first
         assert by_key[f"{stage}-counts"][0]["type"] == "table"
     summaries = [a["data"] for a in by_key["run-summary"]]
     assert any(record["run_id"] in text and "## Artifacts" in text for text in summaries)
+
+
+def test_run_summary_says_yes_no_and_lists_every_drop_in_its_own_table(tmp_path):
+    from flows.pipeline_flow import summary_markdown
+
+    record = RunRecord.create(Storage.at(tmp_path), {}, "summary-run")
+    record.data["versions"] = {
+        "filter": {"version_id": "f" * 16, "reused": True, "counts": {
+            "docs_in": 61, "docs_out": 48,
+            "drops": {"language_not_en": 4, "gopher_too_many_bullets": 5, "a_very_long_reason": 1},
+        }},
+        "train": {"version_id": "t" * 16, "reused": False, "counts": {
+            "docs_in": 0, "docs_out": 0, "drops": {}}},
+    }  # fmt: skip
+    text = summary_markdown(record).splitlines()
+    assert f"| filter | `{'f' * 16}` | yes | 61 | 48 |" in text
+    assert f"| train | `{'t' * 16}` | no | - | - |" in text
+    at = text.index("## Dropped documents")
+    assert text[at + 4 : at + 7] == [
+        "| filter | gopher_too_many_bullets | 5 |",
+        "| filter | language_not_en | 4 |",
+        "| filter | a_very_long_reason | 1 |",
+    ]

@@ -70,3 +70,15 @@ def test_missing_or_empty_run_is_a_one_line_error(tmp_path):
     make_run(storage, "failed-early", {}, status="failed")
     with pytest.raises(DataError, match="'failed-early' recorded no versions"):
         lineage(storage, "failed-early")
+
+
+def test_model_stages_show_their_numbers_not_zero_documents():
+    chain = [
+        {"stage": "train", "version_id": "a" * 16, "counts": {
+            "docs_in": 0, "docs_out": 0, "drops": {}, "extra": {"steps": 30, "tokens_seen": 960}}},
+        {"stage": "dedup", "version_id": "b" * 16, "counts": {
+            "docs_in": 48, "docs_out": 40, "drops": {"dedup_exact": 8}, "extra": {}}},
+    ]  # fmt: skip
+    lines = format_lineage(chain).splitlines()
+    assert lines[1] == "     counts  steps=30, tokens_seen=960"
+    assert lines[3] == "     counts  docs 48 -> 40 (dropped: dedup_exact 8)"

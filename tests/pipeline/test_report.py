@@ -157,7 +157,7 @@ def test_every_drop_reason_is_listed_with_samples(full):
 def test_extract_reasons_are_explained_beside_their_heading():
     row = ReasonRow("extract", "extract_not_http", 2, 0.5)
     data = SimpleNamespace(
-        reasons=[row], stages={"extract": SimpleNamespace(counts={"docs_in": 4})}
+        reasons=[row], stages={"extract": SimpleNamespace(counts={"docs_in": 4})}, kept=[]
     )
     lines = _reasons_section(data)
     assert (
@@ -284,3 +284,27 @@ def test_contamination_section_from_the_evaluate_version(tmp_path):
     assert "| val | 40 | 8 | 2 | 6.25% |" in markdown
     assert "| hellaswag | 10 | 0 | 0 | 0.00% |" in markdown
     assert "Contamination" not in Path(build_report(storage, "not-evaluated").markdown).read_text()
+
+
+def test_reasons_say_how_many_more_and_kept_documents_are_sampled(full):
+    _, markdown, manifests = full
+    removals = _section(markdown, "## 2. Removals")
+    for stage in ("filter", "dedup"):
+        for reason, count in manifests[stage]["counts"]["drops"].items():
+            block = removals.split(f"#### `{reason}` (")[1].split("####", 1)[0]
+            more = f"*… and {count - 3:,} more*"
+            assert (more in block) == (count > 3), (reason, count)
+    kept = manifests["dedup"]["counts"]["docs_out"]
+    block = removals.split(f"### Kept: 3 of the {kept:,} documents dedup kept")[1]
+    assert len([line for line in block.splitlines() if line.startswith("- http")]) == 3
+    assert block.count(" — “") == 3  # each with the start of its text
+
+
+def test_the_language_signal_counts_the_language_filters_removals(full):
+    _, markdown, manifests = full
+    signals = _section(markdown, "## 3. Filter signals")
+    drops = manifests["filter"]["counts"]["drops"]
+    removed = sum(v for k, v in drops.items() if k.startswith("language_"))
+    assert removed > 0  # the sample site plants non-English pages
+    (row,) = [line for line in signals.splitlines() if line.startswith("| `language.score`")]
+    assert row.split(" | ")[-2] == f"{removed:,}"  # "removed by it"
