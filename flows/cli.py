@@ -144,9 +144,10 @@ def print_summary(record: dict[str, Any]) -> None:
             notes.append(f"auto: {extra['sizing_reason']}")
         if isinstance(extra.get("hellaswag"), dict):
             hs = extra["hellaswag"]
-            notes.append(
-                f"hellaswag ({hs['n']}): acc {hs['acc']:.3f}, acc_norm {hs['acc_norm']:.3f}"
-            )
+            line = f"hellaswag ({hs['n']}): acc {hs['acc']:.3f}, acc_norm {hs['acc_norm']:.3f}"
+            if isinstance(hs.get("acc_char"), float):  # per character, as lm_eval's acc_norm
+                line += f", acc_char {hs['acc_char']:.3f}"
+            notes.append(line)
         notes += harness_lines(extra)  # lm-evaluation-harness, beside our scorer's line
         if isinstance(extra.get("contamination"), dict):
             sets = extra["contamination"]

@@ -202,7 +202,7 @@ def _metrics(state: dict[str, Any], train: dict[str, Any], evaluation: dict[str,
     if hellaswag:
         hs = [
             {"type": key, "value": round(float(hellaswag[key]), 4), "name": f"HellaSwag {key}"}
-            for key in ("acc", "acc_norm")
+            for key in ("acc", "acc_norm", "acc_char")
             if _finite(hellaswag.get(key))
         ]
         dataset = {"type": "Rowan/hellaswag", "name": "HellaSwag", "split": "validation"}

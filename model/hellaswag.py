@@ -88,14 +88,24 @@ def evaluate_hellaswag(
     device: torch.device | str = "cpu",
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """acc (lowest summed loss) and acc_norm (lowest mean loss) over the file's items."""
-    n = correct = correct_norm = 0
+    """acc (lowest summed loss), acc_norm (lowest mean loss per token, build-nanogpt's) and
+    acc_char (lowest loss per character of the ending: lm-evaluation-harness's acc_norm) over
+    the file's items."""
+    n = correct = correct_norm = correct_char = 0
     for item in iter_items(path, limit):
         tokens, mask, label = render(item, encode, context_length)
         summed, mean = score(model, tokens.to(device), mask.to(device))
+        per_char = summed.cpu() / torch.tensor([float(len(e)) for e in item["endings"]])
         correct += int(summed.argmin().item() == label)
         correct_norm += int(mean.argmin().item() == label)
+        correct_char += int(per_char.argmin().item() == label)
         n += 1
     if n == 0:
         raise DataError(f"{path}: no HellaSwag items")
-    return {"n": n, "acc": correct / n, "acc_norm": correct_norm / n, "path": str(path)}
+    return {
+        "n": n,
+        "acc": correct / n,
+        "acc_norm": correct_norm / n,
+        "acc_char": correct_char / n,
+        "path": str(path),
+    }

@@ -32,6 +32,7 @@ METRICS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("perplexity", "eval", ("perplexity",)),
     ("hellaswag acc", "eval", ("hellaswag", "acc")),
     ("hellaswag acc_norm", "eval", ("hellaswag", "acc_norm")),
+    ("hellaswag acc_char", "eval", ("hellaswag", "acc_char")),
     # here: each lm-evaluation-harness number the runs have (harness_metrics)
     ("train val bpb", "train", ("final_val_bpb",)),
     ("train steps", "train", ("steps",)),
@@ -179,7 +180,7 @@ def harness_lines(evaluation: dict[str, Any] | None) -> list[str]:
 def metric_rows(a: RunSide, b: RunSide) -> list[tuple[str, str, tuple[str, ...]]]:
     """METRICS with the harness's numbers of either run after our HellaSwag scorer's."""
     harness = dict.fromkeys(harness_metrics(a.eval) + harness_metrics(b.eval))  # ordered union
-    cut = [label for label, _, _ in METRICS].index("hellaswag acc_norm") + 1
+    cut = [label for label, _, _ in METRICS].index("hellaswag acc_char") + 1
     return [*METRICS[:cut], *((label, "eval", path) for label, path in harness), *METRICS[cut:]]
 
 

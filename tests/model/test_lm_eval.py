@@ -3,10 +3,10 @@
 Both score the same 200 HellaSwag items with a small model trained a few steps. Where they
 score the same text the same way they must choose the same ending on every item: acc (the
 highest summed log-probability of " " + ending after the context) and our acc_norm (the highest
-mean per token). The stock task's prompt differs from ours (the activity label in front, ctx_b
-capitalized), which must move acc by at most 1 point. Its acc_norm is a different measure
-(log-probability per character of the ending, not per token), so it is checked against the
-harness's own numbers, not against ours: see test_stock_task_within_a_point_of_ours.
+mean per token), and the harness's acc_norm (the highest log-probability per character of the
+ending) against our acc_char, which scores that way. The stock task's prompt differs from ours
+(the activity label in front, ctx_b capitalized), which must move acc and acc_norm by at most 1
+point (test_stock_task_within_a_point_of_ours).
 
 The model uses a 2,048-token BPE trained on the same text (pipeline/tokenize/bpe.py, as
 `tokenize.tokenizer = "train"` makes): a 50,257-way GPT-2 head would make each scorer's pass
@@ -148,8 +148,18 @@ def test_same_rendering_same_choices_item_by_item(trained, ours, hellaswag_file,
         assert int(logprobs.argmax()) == int(summed.argmin())
         lengths = torch.tensor([len(encode(" " + ending)) for ending in item["endings"]])
         assert int((logprobs / lengths).argmax()) == int(mean.argmin())
+        chars = torch.tensor([float(len(ending)) for ending in item["endings"]])
+        assert sample["acc_norm"] == float(int((summed / chars).argmin()) == label)  # acc_char
         assert sample["acc"] == float(int(summed.argmin()) == label)
     assert results["acc,none"] == pytest.approx(accuracy(ours, 0))
+    assert results["acc_norm,none"] == pytest.approx(char_accuracy(ours, items))
+
+
+def char_accuracy(rows, items) -> float:
+    """Our acc_char: the lowest loss per character of the ending (the harness's acc_norm)."""
+    chars = [torch.tensor([float(len(e)) for e in item["endings"]]) for item in items]
+    hits = [int((row[0] / c).argmin()) == row[2] for row, c in zip(rows, chars, strict=True)]
+    return sum(hits) / len(rows)
 
 
 def test_stock_task_within_a_point_of_ours(trained, ours, hellaswag_file, tmp_path):
@@ -159,11 +169,10 @@ def test_stock_task_within_a_point_of_ours(trained, ours, hellaswag_file, tmp_pa
     model this small an ending's log-probability depends mostly on the ending, so acc moves by
     at most 1 point (measured: 0, the same choice on all 200 items).
 
-    Its acc_norm divides an ending's log-probability by its length in characters, ours by its
-    length in tokens: a different ranking wherever an item's endings have different characters
-    per token, so not a number to hold ours to (measured here, on the same log-probabilities:
-    0.265 per character, 0.215 per token; acc 0.230 both). The test checks it is the
-    per-character choice of the harness's own log-probabilities."""
+    Its acc_norm divides an ending's log-probability by its length in characters, our acc_norm
+    (build-nanogpt's) by its length in tokens: a different ranking wherever an item's endings
+    have different characters per token (measured here: 0.265 per character, 0.215 per token).
+    Our acc_char divides by characters too, and is held within a point of the harness's."""
     lm = trained
     results, samples = harness_run(
         lm, None, ["hellaswag"], str(hellaswag_file), tmp_path, "hellaswag"
@@ -173,6 +182,8 @@ def test_stock_task_within_a_point_of_ours(trained, ours, hellaswag_file, tmp_pa
     assert first[0] == "Roof shingle removal: A man is sitting on a roof. He"  # the stock prompt
     assert first[1] == " is using wrap to wrap a pair of skis."
     assert abs(results["acc,none"] - accuracy(ours, 0)) <= 0.01
+    items = list(iter_items(hellaswag_file, ITEMS))
+    assert abs(results["acc_norm,none"] - char_accuracy(ours, items)) <= 0.01  # ours: acc_char
     moved = 0
     for sample, (summed, _, _) in zip(samples, ours, strict=True):
         logprobs = torch.tensor([ll for ll, _ in sample["filtered_resps"]])
