@@ -460,6 +460,17 @@ def runs_list(storage: RootOpt = None, config: ConfigOpt = None) -> None:
     console.print(table)
 
 
+def _current_ui_links(store, prefect: dict[str, Any]) -> dict[str, Any]:
+    """The run's flow-run link on the server that answers for this root now: a server started
+    again comes up on another port, with the same database, so the recorded link is stale."""
+    from flows.server import running_server
+
+    server = running_server(store) if prefect.get("flow_run_id") else None
+    if server is None:
+        return prefect
+    return {**prefect, "flow_run_url": f"{server['ui_url']}/runs/flow-run/{prefect['flow_run_id']}"}
+
+
 @runs_app.command("show")
 def runs_show(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) -> None:
     """One run: versions, counts, artifacts and its Prefect flow run URL."""
@@ -471,6 +482,7 @@ def runs_show(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) ->
 
     if is_stale(record.data):
         record.data["status"] = "interrupted"  # its process died; the next run records it
+    record.data["prefect"] = _current_ui_links(store, record.data.get("prefect") or {})
     print_summary(record.data)
     reruns = record.data.get("reruns") or []
     if reruns:  # `stage NAME --run ID` and the stage deployments append here

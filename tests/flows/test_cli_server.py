@@ -127,3 +127,40 @@ def test_status_prunes_servers_that_are_gone(tmp_path, monkeypatch):
     (registry_dir() / f"{os.getpid()}.json").write_text(json.dumps(alive))
     assert list_servers() == [{**alive, "up": False}]
     assert [p.name for p in registry_dir().iterdir()] == [f"{os.getpid()}.json"]
+
+
+def test_runs_show_links_the_flow_run_on_the_server_that_answers_now(tmp_path):
+    """A run recorded under a server on one port, shown after the root's server came back on
+    another: the link follows the server (same database, new port)."""
+    import http.server
+    import threading
+
+    from pipeline.store.runs import RunRecord
+    from pipeline.store.versions import Storage
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200 if self.path == "/api/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    storage = Storage.at(tmp_path)
+    record = RunRecord.create(storage, {}, "linked-run")
+    record.data["prefect"] = {
+        "flow_run_id": "3816cf66-94da-4e54-bdfb-a4081200dc58",
+        "flow_run_url": "http://127.0.0.1:9/runs/flow-run/3816cf66-94da-4e54-bdfb-a4081200dc58",
+    }
+    record.finish("completed")
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        storage.prefect_home.mkdir(parents=True, exist_ok=True)
+        state = {"pid": os.getpid(), "api_url": f"{url}/api", "ui_url": url}
+        (storage.prefect_home / "server.json").write_text(json.dumps(state))
+        shown = _cli("runs", "show", "linked-run", "--storage", str(tmp_path), env=dict(os.environ))
+        server.shutdown()
+    assert shown.returncode == 0, shown.stderr
+    assert f"Prefect UI: {url}/runs/flow-run/3816cf66-94da-4e54-bdfb-a4081200dc58" in shown.stdout
+    assert "127.0.0.1:9/" not in shown.stdout
