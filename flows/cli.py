@@ -205,6 +205,7 @@ def _run_pipeline(cfg, no_server: bool, force: bool = False) -> dict[str, Any]:
     quiet_known_tracebacks()
 
     run_id = new_run_id()
+    _CURRENT_RUN["id"] = run_id  # for the one line Ctrl-C prints (main)
     console.print(f"run id: [bold]{run_id}[/bold]")
     try:
         record = pipeline_flow(cfg, run_id, force=force)
@@ -810,8 +811,12 @@ def doctor(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     console.print(format_diagnosis(report), soft_wrap=True, markup=False, highlight=False)
 
 
+_CURRENT_RUN: dict[str, str] = {}  # the run this command started, if it started one
+
+
 def main() -> None:
-    """Entry point: bad input ends with one line naming the problem, not a traceback."""
+    """Entry point: bad input ends with one line naming the problem, not a traceback; Ctrl-C
+    with one line saying how to resume, exit code 130 (128 + SIGINT, as shells do)."""
     from pipeline.lifeline import exit_on_signals
 
     exit_on_signals()  # SIGTERM/SIGHUP: stop workers and servers, run cleanups, then exit
@@ -820,6 +825,10 @@ def main() -> None:
     except (DataError, EmptyStageError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        run = f": run {_CURRENT_RUN['id']}" if "id" in _CURRENT_RUN else ""
+        print(f"\ninterrupted{run}; rerun the same command to resume", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.monitor import Progress
 from pipeline.config import RunSettings
-from pipeline.lifeline import die_with_parent
+from pipeline.lifeline import pool_worker
 from pipeline.stage import ParallelMap
 from pipeline.store.fs import is_url
 
@@ -47,7 +47,7 @@ def process_pool(workers: int) -> ProcessPoolExecutor:
         _pool = ProcessPoolExecutor(
             workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=die_with_parent,
+            initializer=pool_worker,
             initargs=(os.getpid(),),
         )
         _pool_workers = workers

@@ -16,7 +16,10 @@ KNOWN_ERRORS = (DataError, EmptyStageError)
 
 class HideKnownTracebacks(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], KNOWN_ERRORS))
+        if record.exc_info and isinstance(record.exc_info[1], (*KNOWN_ERRORS, KeyboardInterrupt)):
+            return False
+        # Ctrl-C: the CLI says "interrupted" in one line; Prefect's "Crash detected!" would not
+        return "KeyboardInterrupt" not in record.getMessage()
 
 
 def quiet_known_tracebacks() -> None:

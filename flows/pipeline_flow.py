@@ -165,6 +165,9 @@ def pipeline_flow(
             record = RunRecord.load(storage, record.run_id)
             record.add_version(summary)
             upstream = summary
+    except KeyboardInterrupt:  # Ctrl-C: finished versions stay, the same command resumes
+        record.finish("interrupted", "interrupted (Ctrl-C)")
+        raise
     except BaseException as exc:
         record.finish("failed", f"{type(exc).__name__}: {exc}")
         raise

@@ -52,6 +52,14 @@ def die_with_parent(parent_pid: int, *, creating_thread_outlives_child: bool = F
     return "poll"
 
 
+def pool_worker(parent_pid: int) -> None:
+    """Initializer of process-pool workers: Ctrl-C (SIGINT to the whole process group) is the
+    parent's to handle, which stops the pool; a worker that took it too would print its own
+    KeyboardInterrupt traceback. Then tied to the parent like every child."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid)
+
+
 def _set_pdeathsig() -> bool:
     try:
         libc = ctypes.CDLL(None, use_errno=True)

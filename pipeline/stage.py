@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from pipeline.lifeline import die_with_parent
+from pipeline.lifeline import pool_worker
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -152,7 +152,7 @@ def process_map(workers: int | None = None) -> ParallelMap:
         # Workers die with this process, however it dies (pipeline/lifeline.py).
         with ProcessPoolExecutor(
             max_workers=min(workers, len(items)),
-            initializer=die_with_parent,
+            initializer=pool_worker,
             initargs=(os.getpid(),),
         ) as pool:
             return list(pool.map(fn, items))
