@@ -366,8 +366,8 @@ def _rerun_stage(name, run_id, config, set_, force, no_server) -> None:
     from pipeline.store.runs import RunRecord
 
     storage = _storage(None, config)
-    run_id = _run_id(storage, run_id)
-    record = RunRecord.load(storage, run_id)
+    record = RunRecord.load(storage, run_id)  # an id, a unique prefix of one, or `latest`
+    run_id = record.run_id
     cfg = config_from_dict(record.data["config"], set_)
     _prefect(storage, no_server)
     from flows.logs import quiet_known_tracebacks
@@ -478,7 +478,7 @@ def runs_show(run_id: str, storage: RootOpt = None, config: ConfigOpt = None) ->
     from pipeline.store.runs import RunRecord
 
     store = _storage(storage, config)
-    record = RunRecord.load(store, _run_id(store, run_id))
+    record = RunRecord.load(store, _check_run_id(run_id))  # a prefix or `latest` too
     from pipeline.store.runs import is_stale
 
     if is_stale(record.data):

@@ -130,15 +130,20 @@ def is_stale(data: dict[str, Any]) -> bool:
     return data.get("status") == "running" and alive(data.get("process")) is False
 
 
+def run_ids(storage: Storage) -> list[str]:
+    """The ids of the runs recorded under the root (one listing, no record read), newest id
+    first; folders not named like a run id are not ours and are skipped."""
+    names = sorted(storage.runs.list(f"*/{RUN_FILE}", files_only=False), reverse=True)
+    ids = (name.split("/", 1)[0] for name in names)
+    return [run_id for run_id in ids if re.fullmatch(RUN_ID_PATTERN, run_id)]
+
+
 def read_runs(storage: Storage) -> list[tuple[str, dict[str, Any] | DataError]]:
     """Every run folder holding a run.json (one listing), newest id first, with its record or
     the error reading it; callers decide what an unreadable record means. Folders not named
     like a run id are not ours and are skipped."""
     found = []
-    for name in sorted(storage.runs.list(f"*/{RUN_FILE}", files_only=False), reverse=True):
-        run_id = name.split("/", 1)[0]
-        if not re.fullmatch(RUN_ID_PATTERN, run_id):
-            continue
+    for run_id in run_ids(storage):
         try:
             found.append((run_id, storage.run_folder(run_id).read_json(RUN_FILE)))  # listed: exists
         except DataError as exc:
@@ -155,13 +160,13 @@ def resolve_run_id(storage: Storage, ref: str) -> str:
     else is one DataError line: not found, or ambiguous with the candidates named."""
     if storage.run_folder(ref).is_file(RUN_FILE):
         return ref
-    runs = read_runs(storage)
     if ref == LATEST:
+        runs = read_runs(storage)  # the start times are in the records
         readable = [(run_id, data) for run_id, data in runs if not isinstance(data, DataError)]
         if not readable:
             raise DataError(f"no runs under {storage.runs}: 'latest' means none")
         return max(readable, key=lambda run: (str(run[1].get("started_at") or ""), run[0]))[0]
-    matches = [run_id for run_id, _ in runs if run_id.startswith(ref)]
+    matches = [run_id for run_id in run_ids(storage) if run_id.startswith(ref)]
     if len(matches) == 1:
         return matches[0]
     if not matches:
