@@ -268,8 +268,12 @@ class TrainConfig(BaseModel):
     def tokens_per_step(self) -> int:
         """Tokens one process trains on per optimizer step (the job's: times world size)."""
         depth = 1 if self.preset == "auto" else None  # the context length is the same at all
-        T = self.model_config_for(depth=depth).context_length
-        return self.batch_size * self.grad_accum_steps * T
+        return self.step_tokens(self.model_config_for(depth=depth).context_length)
+
+    def step_tokens(self, context_length: int) -> int:
+        """Tokens one process trains on per optimizer step, sequences of `context_length`
+        (an imported model's, train.init_from, may differ from the preset's)."""
+        return self.batch_size * self.grad_accum_steps * context_length
 
 
 DEFAULT_PROMPTS = [

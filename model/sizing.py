@@ -166,10 +166,15 @@ def seconds_steps(
     return lo
 
 
+def tightest(limits: dict[str, int]) -> str:
+    """The limit allowing the fewest steps; on a tie max_steps, the one the user set."""
+    return min(limits, key=lambda name: (limits[name], name != "max_steps"))
+
+
 def fitted_plan(cfg: TrainConfig, limits: dict[str, int], reasons: dict[str, str], **measured):
     """The plan of the tightest limit (steps by "max_steps", "max_seconds", "max_flops"):
     warmup capped at WARMUP_MAX_FRACTION of it, the cosine at its floor on the last step."""
-    limited_by = min(limits, key=lambda name: (limits[name], name != "max_steps"))
+    limited_by = tightest(limits)
     steps = max(1, limits[limited_by])
     others = [f"{name} allows {limits[name]:,}" for name in limits if name != limited_by]
     reason = reasons.get(limited_by, f"max_steps {cfg.max_steps:,}")
@@ -203,7 +208,7 @@ def retimed_plan(
     """`plan` with its step count fixed anew at `step`, by the tightest of `limits` (total
     steps by "max_steps", "max_flops", and "max_seconds": what fits the time left at the speed
     of the run's own `timed` steps, `step_s` each)."""
-    limited_by = min(limits, key=lambda name: (limits[name], name != "max_steps"))
+    limited_by = tightest(limits)
     steps = max(step + 1, limits[limited_by])
     reason = (
         f"{plan.reason}; re-timed at step {step:,} on the run's own steps ({step_s:.3g} s each "

@@ -160,8 +160,7 @@ def resolve_compile(
     if cfg.compile != "auto":
         return bool(cfg.compile)
     model_cfg = model_cfg or cfg.model_config_for(vocab_size, depth=1)  # auto: its smallest
-    tokens_per_step = cfg.batch_size * cfg.grad_accum_steps * model_cfg.context_length
-    work = cfg.max_steps * tokens_per_step * flops_per_token(model_cfg)
+    work = cfg.max_steps * cfg.step_tokens(model_cfg.context_length) * flops_per_token(model_cfg)
     if cfg.max_flops is not None:
         work = min(work, cfg.max_flops)
     if work < COMPILE_MIN_FLOPS:
@@ -328,7 +327,7 @@ def train(
         logger.info("%d threads: %s", threads.value, threads.reason)
     # Val bits per byte: the bytes each target token stands for (EOT excluded).
     byte_lengths = token_byte_lengths(encoding_for(token_dir), info.vocab_size)
-    tokens_per_step = ctx.world_size * cfg.batch_size * cfg.grad_accum_steps * T
+    tokens_per_step = ctx.world_size * cfg.step_tokens(T)
 
     sizing: dict[str, Any] | None = None
     depth = None
