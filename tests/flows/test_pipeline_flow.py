@@ -110,6 +110,16 @@ def test_flow_runs_are_named_by_the_run_id(prefect_api, first_run):
     }
 
 
+def test_a_run_without_an_id_is_renamed_by_the_one_it_gets(prefect_api, sample_site, tmp_path):
+    """Scheduled deployment runs pass no run id: the flow makes one and renames its run."""
+    base_url, _ = sample_site
+    record = pipeline_flow(site_config(tmp_path, base_url, "run.until=crawl"))
+    (run,) = _api(
+        prefect_api, "/flow_runs/filter", {"flow_runs": {"name": {"any_": [record["run_id"]]}}}
+    )
+    assert run["id"] == record["prefect"]["flow_run_id"]
+
+
 def test_rerun_reuses_every_stage_and_shows_cached(prefect_api, first_run):
     root, base_url, first = first_run
     again = pipeline_flow(_config(root, base_url), "run-again")
