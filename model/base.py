@@ -43,7 +43,8 @@ PROVENANCE = "llmforge.json"  # beside our own hf exports: names the tokenizer
 # gelu_pytorch_tanh are the tanh approximation, gelu the exact erf form.
 ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, what our GPT uses
-# Conv1D modules of a GPT-2 block -> ours; their weights are stored (in, out).
+# Conv1D modules of a GPT-2 block -> ours; their weights are stored (in, out). The hf export
+# (model/export.py hf_tensors) writes them back through the same table.
 GPT2_LINEARS = (
     ("attn.c_attn", "attn.qkv"),
     ("attn.c_proj", "attn.proj"),
@@ -133,9 +134,8 @@ class Base:
 
     def state_dict(self, arch: ModelConfig) -> dict[str, torch.Tensor]:
         """Our GPT's weights for `arch` (this base's, perhaps at a shorter context)."""
-        if self._state is None:
-            hf = self.kind == "hf-gpt2"
-            self._state = _hf_state(self.path, self.arch) if hf else _ckpt_state(self.path)
+        if self._state is None:  # a GPT-2 folder; read_base gave a checkpoint's weights already
+            self._state = _hf_state(self.path, self.arch)
         state = dict(self._state)
         if arch.positional == "learned":
             state["pos_emb.weight"] = state["pos_emb.weight"][: arch.context_length]
@@ -247,10 +247,6 @@ def _hf_state(folder: Path, arch: ModelConfig) -> dict[str, torch.Tensor]:
     if tensors:
         raise DataError(f"{weights}: tensors GPT-2 does not have: {sorted(tensors)[:3]}")
     return state
-
-
-def _ckpt_state(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path)["model"]
 
 
 def _hf_tokenizer(folder: Path, vocab_size: int) -> str | None:

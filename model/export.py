@@ -59,6 +59,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import load_file, save_file
 
+from model.base import GPT2_LINEARS
 from model.card import CardContext, model_card
 from model.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from model.config import ModelConfig
@@ -289,12 +290,7 @@ def hf_tensors(state: dict[str, torch.Tensor], cfg: ModelConfig) -> tuple[dict, 
         for ln in ("ln_1", "ln_2"):
             out[f"{hf}.{ln}.weight"] = s[f"{ours}.{ln}.weight"]
             out[f"{hf}.{ln}.bias"] = bias(f"{ours}.{ln}.bias", d)
-        for our_name, hf_name in (
-            ("attn.qkv", "attn.c_attn"),
-            ("attn.proj", "attn.c_proj"),
-            ("mlp.fc", "mlp.c_fc"),
-            ("mlp.proj", "mlp.c_proj"),
-        ):
+        for hf_name, our_name in GPT2_LINEARS:
             weight = s[f"{ours}.{our_name}.weight"]  # nn.Linear: (out, in)
             out[f"{hf}.{hf_name}.weight"] = weight.t().contiguous()  # Conv1D: (in, out)
             out[f"{hf}.{hf_name}.bias"] = bias(f"{ours}.{our_name}.bias", weight.size(0))
@@ -353,8 +349,9 @@ def export(
     tmp = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.mkdir()
     try:
+        ours = our_tensors(state["model"], cfg)  # also what the card counts as parameters
         if fmt == "safetensors":
-            save_file(our_tensors(state["model"], cfg), tmp / WEIGHTS, {"format": "pt"})
+            save_file(ours, tmp / WEIGHTS, {"format": "pt"})
             written = info
         else:
             tensors, tied, notes = hf_tensors(state["model"], cfg)
@@ -364,7 +361,7 @@ def export(
             _write_json(tmp / PROVENANCE, info | {"hf_conversions": notes})
         _write_json(tmp / CONFIG, written)
         architecture = (written.get("architectures") or [FORMAT_NAME])[0]
-        params = sum(t.numel() for t in our_tensors(state["model"], cfg).values())
+        params = sum(t.numel() for t in ours.values())
         card = model_card(state, checkpoint, fmt, context, architecture, params, license)
         (tmp / CARD).write_text(card, encoding="utf-8")
         if encoding is not None:  # tokenizer.json + tokenizer_config.json for AutoTokenizer
