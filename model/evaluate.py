@@ -41,6 +41,18 @@ from pipeline.errors import DataError
 from pipeline.store.fs import atomic_write
 
 
+def check_settings(cfg: EvalConfig):
+    """The HellaSwag file and lm_eval's tasks, folders and data files, checked before a model
+    loads (one line each); lm-evaluation-harness (model/harness.py) when tasks are set."""
+    if cfg.hellaswag_path and not Path(cfg.hellaswag_path).is_file():
+        raise DataError(f"{cfg.hellaswag_path}: no such file (evaluate.hellaswag_path)")
+    if not cfg.lm_eval_tasks:
+        return None
+    harness = load_harness()
+    harness.check_tasks(cfg)
+    return harness
+
+
 def load_harness():
     """model/harness.py, or one line saying how to install lm-evaluation-harness."""
     try:
@@ -152,9 +164,7 @@ def evaluate(
     """Score one checkpoint on the token dataset's val split (+ HellaSwag if configured)."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    harness = load_harness() if cfg.lm_eval_tasks else None
-    if harness is not None:
-        harness.check_tasks(cfg)  # a bad task name or data file: one line, before any work
+    harness = check_settings(cfg)  # a bad file or task name: one line, before any work
     precision = setup_precision(cfg.device, cfg.precision)
     model, state = load_model(checkpoint, precision.device)
     info = read_token_manifest(token_dir)

@@ -57,13 +57,10 @@ def check_train(config: Any) -> None:
 
 
 def check_eval(config: Any) -> None:
-    path = config.evaluate.hellaswag_path
-    if path and not Path(path).is_file():
-        raise DataError(f"{path}: no such file (evaluate.hellaswag_path)")
-    if config.evaluate.lm_eval_tasks:  # names, folders and data files, before training
-        from model.evaluate import load_harness
+    """The HellaSwag file and lm_eval's tasks, before a run trains (evaluate checks again)."""
+    from model.evaluate import check_settings
 
-        load_harness().check_tasks(config.evaluate)
+    check_settings(config.evaluate)
 
 
 def train_inputs(config: Any, tokens: Any) -> list[dict[str, str]]:
@@ -118,7 +115,7 @@ def evaluate_command(
     tokens = options.get("tokens")  # checked by the CLI with `check_input` first
     if tokens is None:
         raise DataError("stage evaluate: give --tokens TOKEN_DATASET_DIR")
-    check_eval(config)  # the HellaSwag file, the harness's tasks: before loading the model
+    check_eval(config)  # before --force replaces OUTPUT: a bad setting leaves it as it was
     fresh_output(output_path, False, bool(options.get("force")))
     checkpoint = input_path / "checkpoint.pt" if input_path.is_dir() else input_path
     return _manifest(evaluate(config.evaluate, checkpoint, tokens, output_path))
