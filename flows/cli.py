@@ -648,19 +648,22 @@ SourceArg = Annotated[
 ]
 
 
+def _source_root(source: str, storage: str | None, config: Path | None) -> str | Path | None:
+    """Where a SOURCE that is a run id is looked up: --storage, else the config's root (a
+    path needs none)."""
+    return storage or (None if Path(source).exists() else _config(config, None).run.storage_root)
+
+
 def _checkpoint_for(source: str, storage: str | None, config: Path | None) -> Path:
     """The checkpoint.pt a SOURCE argument means (a path, or a run id under the storage)."""
     from model.export import checkpoint_for
 
-    root = storage or (None if Path(source).exists() else _config(config, None).run.storage_root)
-    return checkpoint_for(source, root)
+    return checkpoint_for(source, _source_root(source, storage, config))
 
 
 @app.command("export")
 def export_model(
-    source: Annotated[
-        str, typer.Argument(help="Run id, train version / stage train folder, or checkpoint.pt.")
-    ],
+    source: SourceArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write.")],
     format: Annotated[
         str,
@@ -678,10 +681,10 @@ def export_model(
     """Export a trained model: safetensors + config.json, or a Hugging Face layout (GPT-2;
     Qwen3/Llama/Apertus/Arcee for rotary models), with a model card README.md."""
     from model.card import card_context
-    from model.export import export
+    from model.export import checkpoint_for, export
 
-    checkpoint = _checkpoint_for(source, storage, config)
-    root = storage or (None if Path(source).exists() else _config(config, None).run.storage_root)
+    root = _source_root(source, storage, config)
+    checkpoint = checkpoint_for(source, root)
     export(checkpoint, output, format, card_context(source, root, checkpoint), license)
     console.print(f"export ({format}): {checkpoint} → {output}", soft_wrap=True)
 
