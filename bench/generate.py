@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from model.config import PRESETS  # noqa: E402
 from model.gpt import GPT  # noqa: E402
-from model.hardware import cpu_info  # noqa: E402
+from model.hardware import hardware_name  # noqa: E402
 from model.precision import resolve_device  # noqa: E402
 from model.sampling import Sampling, generate_ids, next_token  # noqa: E402
 
@@ -106,12 +106,6 @@ def run_preset(name: str, args: argparse.Namespace, device: torch.device) -> dic
     return result
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return cpu_info().model if device.type == "cpu" else str(device)
-
-
 def markdown(results: list[dict[str, Any]], modes: list[str]) -> str:
     labels = {"cache": "cache", "no_cache": "no cache", "before": "GPT.generate before"}
     rates = " | ".join(f"{labels[m]} tokens/s" for m in modes)
@@ -156,7 +150,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     threads = torch.get_num_threads()
-    print(f"# {device_name(device)}, {threads} threads, torch {torch.__version__}", flush=True)
+    print(f"# {hardware_name(device)}, {threads} threads, torch {torch.__version__}", flush=True)
     results = []
     for name in args.presets.split(","):
         result = run_preset(name, args, device) | {"device": str(device)}

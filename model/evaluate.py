@@ -36,6 +36,7 @@ from model.data import (
 from model.gpt import GPT
 from model.hellaswag import evaluate_hellaswag
 from model.precision import Precision, setup_precision
+from model.sampling import prompt_ids
 from pipeline.contamination import NgramIndex, hellaswag_texts, token_dataset_texts
 from pipeline.errors import DataError
 from pipeline.store.fs import atomic_write
@@ -132,7 +133,7 @@ def generate_samples(
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     samples = []
     for prompt in cfg.prompts:
-        ids = encoding.encode_ordinary(prompt) or [encoding.eot_token]
+        ids = prompt_ids(encoding, prompt)
         idx = torch.tensor([ids], dtype=torch.long, device=device)
         out = model.generate(idx, cfg.max_new_tokens, cfg.temperature, cfg.top_k, generator)
         completion = encoding.decode(out[0, len(ids) :].tolist())
