@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DataError
+from pipeline.store.compare import harness_metrics, value_at
 
 DEFAULT_LICENSE = "other"
 MAX_LISTED_SOURCES = 20  # datasets entries beyond this are given as a count
@@ -216,6 +217,20 @@ def _metrics(state: dict[str, Any], train: dict[str, Any], evaluation: dict[str,
                     f"{metric['value']:.4f}",
                 )
             )
+    by_task: dict[str, list[dict[str, Any]]] = {}  # lm-evaluation-harness, as runs compare
+    for label, path in harness_metrics(evaluation):
+        value = value_at(evaluation, path)
+        if _finite(value):
+            task, metric = path[2], path[3]
+            entry = {"type": metric, "value": round(float(value), 4), "name": label}
+            by_task.setdefault(task, []).append(entry)
+            n = value_at(evaluation, ("lm_eval", "tasks", task, "n"))
+            rows.append(("evaluate", f"{label} ({n} items)", f"{value:.4f}"))
+    for task, metrics in by_task.items():
+        harness_task = {"type": "multiple-choice", "name": f"lm-evaluation-harness {task}"}
+        results.append(
+            {"task": harness_task, "dataset": {"type": task, "name": task}} | {"metrics": metrics}
+        )
     contamination = (evaluation or {}).get("contamination") or {}
     for name in ("val", "hellaswag"):
         found = contamination.get(name)

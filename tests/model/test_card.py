@@ -166,3 +166,22 @@ def test_cli_export_of_a_run_id_writes_the_card(trained_run, evaluated, tmp_path
     text = (tmp_path / "out" / CARD).read_text()
     assert front_matter(text)["model-index"][0]["name"] == "llmforge-run-cli"
     assert "language_not_en 2" in text
+
+
+def test_the_card_carries_lm_eval_scores_beside_ours():
+    from model.card import _metrics
+
+    evaluation = {
+        "val_loss": 3.5,
+        "hellaswag": {"n": 200, "acc": 0.26, "acc_norm": 0.205, "acc_char": 0.27},
+        "lm_eval": {"version": "0.4.13", "tasks": {"hellaswag": {
+            "n": 200, "acc": 0.255, "acc_stderr": 0.031, "acc_norm": 0.27}}},
+    }  # fmt: skip
+    results, rows = _metrics({"token_dataset": "t"}, {}, evaluation)
+    assert ("evaluate", "lm_eval hellaswag acc (200 items)", "0.2550") in rows
+    assert ("evaluate", "lm_eval hellaswag acc_norm (200 items)", "0.2700") in rows
+    (harness,) = [r for r in results if r["task"]["name"] == "lm-evaluation-harness hellaswag"]
+    assert [(m["type"], m["value"]) for m in harness["metrics"]] == [
+        ("acc", 0.255),
+        ("acc_norm", 0.27),
+    ]
