@@ -221,10 +221,15 @@ def _metrics(results: dict[str, Any]) -> dict[str, float]:
 
 
 def evaluate_task(
-    lm: HarnessLM, manager: TaskManager, name: str, limit: int | None, seed: int = 1234
+    lm: HarnessLM,
+    manager: TaskManager,
+    name: str,
+    limit: int | None,
+    seed: int = 1234,
+    samples: bool = False,
 ) -> dict[str, Any]:
     """lm_eval's evaluator on one task, zero-shot unless the task sets num_fewshot; the raw
-    result (with per-document `samples`)."""
+    result (with per-document `samples` if asked: eval.json keeps only the metrics)."""
     try:
         with offline():
             loaded = manager.load([name])  # each task reads its data here
@@ -243,7 +248,7 @@ def evaluate_task(
             task_dict=loaded,
             limit=limit,
             bootstrap_iters=1000,
-            log_samples=True,
+            log_samples=samples,
         )
 
 

@@ -117,7 +117,7 @@ def accuracy(rows, column: int) -> float:
 
 def harness_run(lm, include, names, hellaswag_path, tmp_path, task):
     manager = task_manager([str(include)] if include else [], names, tmp_path, hellaswag_path)
-    raw = evaluate_task(lm, manager, task, ITEMS)
+    raw = evaluate_task(lm, manager, task, ITEMS, samples=True)
     samples = sorted(raw["samples"][task], key=lambda s: s["doc_id"])
     return raw["results"][task], samples
 
