@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
@@ -713,6 +713,14 @@ def _sampling(max_new_tokens: int, temperature: float, top_k: int, top_p: float)
     return Sampling(temperature, top_k or None, top_p)
 
 
+def _write_streamed(pieces: Iterable[str]) -> None:
+    """Text to stdout as it is sampled, then the line's end."""
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
 @app.command()
 def generate(
     source: SourceArg,
@@ -742,10 +750,7 @@ def generate(
     ids = prompt_ids(encoding, prompt)
     stream = TextStream(model, encoding, ids, max_new_tokens, sampling, seed)
     try:
-        for piece in stream:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
+        _write_streamed(stream)
     except KeyboardInterrupt:
         print(file=sys.stderr)
         raise typer.Exit(130) from None
@@ -793,10 +798,7 @@ def chat(
                 break
             if not line.strip():
                 continue
-            for piece in session.reply(line):
-                sys.stdout.write(piece)
-                sys.stdout.flush()
-            sys.stdout.write("\n")
+            _write_streamed(session.reply(line))
     except KeyboardInterrupt:
         pass
     sys.stdout.write("\n")
